@@ -1,0 +1,215 @@
+"""Reading and checking checkpoint files, safely.
+
+Every loader of this library goes through :func:`read_checkpoint`, which never runs pickled
+code: ``.pt``/``.pth`` files are read with ``torch.load(weights_only=True)`` (tensors, dicts,
+lists, strings and numbers only), ``.safetensors`` files with the ``safetensors`` reader, and the
+official ``exstyle_code.npy`` (a pickled dict of numpy arrays) with a restricted unpickler in
+:mod:`vtoonify_core.exstyle`.
+
+A checkpoint is reduced to a flat ``{name: tensor}`` dict plus string metadata; its *kind* is
+recognised from its keys (:func:`detect_kind`) so that a wrong file gets a message that says what
+it is and what was expected, and :func:`check_state_dict` compares every key and shape with the
+module that will receive them before anything is loaded.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+PathLike = Union[str, Path]
+
+#: Human names of the checkpoint kinds, for messages.
+KIND_NAMES = {
+    "vtoonify_t": "VToonify-T (Toonify backbone) generator, e.g. vtoonify_t_cartoon/vtoonify.pt",
+    "vtoonify_d": "VToonify-D (DualStyleGAN backbone) generator, e.g. vtoonify_d_cartoon/vtoonify_s_d.pt",
+    "psp": "pSp style encoder, encoder.pt",
+    "bisenet": "BiSeNet face parser, faceparsing.pth",
+    "exstyle": "exemplar style codes, exstyle_code.npy",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, of the wrong kind or does not fit the network."""
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint reduced to flat tensors.
+
+    Attributes:
+        path: the file it was read from.
+        tensors: ``{name: tensor}``; for VToonify the ``g_ema`` state dict, for pSp the
+            ``encoder.*`` entries plus ``latent_avg``, for BiSeNet the raw state dict.
+        metadata: string metadata (safetensors header, or what the ``.pt`` layout told).
+        kind: one of :data:`KIND_NAMES`, or ``'unknown'``.
+    """
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str] = field(default_factory=dict)
+    kind: str = "unknown"
+
+
+def detect_kind(keys) -> str:
+    """Recognise an official checkpoint from its state-dict keys.
+
+    Returns ``'vtoonify_d'``, ``'vtoonify_t'``, ``'psp'``, ``'bisenet'`` or ``'unknown'``.
+    """
+    keys = set(keys)
+    if any(k.startswith("generator.generator.") for k in keys) and any(k.startswith("fusion_out.") for k in keys):
+        return "vtoonify_d"
+    if any(k.startswith("generator.convs.") for k in keys) and any(k.startswith("fusion_out.") for k in keys):
+        return "vtoonify_t"
+    if any(k.startswith("encoder.body.") for k in keys) and any(k.startswith("encoder.styles.") for k in keys):
+        return "psp"
+    if any(k.startswith("cp.resnet.") for k in keys) and any(k.startswith("conv_out.") for k in keys):
+        return "bisenet"
+    return "unknown"
+
+
+def _describe(kind: str) -> str:
+    return KIND_NAMES.get(kind, "a file this library does not recognise")
+
+
+def _read_pt(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read an official ``.pt``/``.pth`` file without unpickling code."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load: the file contains Python objects other than tensors and plain "
+            f"containers, and this library never unpickles code ({str(e).splitlines()[0]}). Use the "
+            f"official checkpoint files, or convert a trusted file to .safetensors with "
+            f"`python -m vtoonify_core convert SRC DST`."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(
+            f"{path}: cannot read this checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+            f"The file is probably truncated or corrupt: download it again."
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}.")
+    meta: dict[str, str] = {}
+    if "g_ema" in obj and isinstance(obj["g_ema"], dict):
+        meta["layout"] = "g_ema"
+        tensors = dict(obj["g_ema"])
+    elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        meta["layout"] = "psp"
+        tensors = {k: v for k, v in obj["state_dict"].items() if k.startswith("encoder.")}
+        if "latent_avg" in obj:
+            tensors["latent_avg"] = obj["latent_avg"]
+        opts = obj.get("opts")
+        if isinstance(opts, dict):
+            meta["opts"] = json.dumps({k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool, type(None)))})
+    else:
+        meta["layout"] = "raw"
+        tensors = dict(obj)
+    bad = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not tensors: {bad[:5]}")
+    return tensors, meta
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path}: cannot read this .safetensors file ({e}). It is probably truncated or corrupt: "
+            f"convert or download it again."
+        ) from None
+    return tensors, meta
+
+
+def read_checkpoint(path: PathLike) -> Checkpoint:
+    """Read a ``.pt``, ``.pth`` or ``.safetensors`` checkpoint into flat CPU tensors.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or holds anything but tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    if path.suffix == ".safetensors":
+        tensors, meta = _read_safetensors(path)
+    elif path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        tensors, meta = _read_pt(path)
+    else:
+        raise CheckpointError(f"{path}: unknown checkpoint extension {path.suffix!r}; expected .pt, .pth or .safetensors.")
+    kind = meta.get("kind") or detect_kind(tensors)
+    return Checkpoint(path=path, tensors=tensors, metadata=meta, kind=kind)
+
+
+def expect_kind(ckpt: Checkpoint, expected: Union[str, tuple[str, ...]]) -> None:
+    """Raise a clear error when ``ckpt`` is not of the expected kind(s)."""
+    expected = (expected,) if isinstance(expected, str) else expected
+    if ckpt.kind in expected:
+        return
+    want = " or ".join(_describe(k) for k in expected)
+    raise CheckpointError(
+        f"{ckpt.path}: this is {'a ' + _describe(ckpt.kind) if ckpt.kind != 'unknown' else _describe(ckpt.kind)}, "
+        f"not a {want}. Pick the right file for this input."
+    )
+
+
+def check_state_dict(
+    module: nn.Module, tensors: Mapping[str, torch.Tensor], path: PathLike, what: str
+) -> None:
+    """Compare keys and shapes of ``tensors`` with ``module.state_dict()`` exactly.
+
+    Raises:
+        CheckpointError: naming missing and unexpected keys and shape mismatches.
+    """
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(tensors[k].shape)} vs network {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[:2]})")
+    raise CheckpointError(f"{path}: does not fit the {what}: " + "; ".join(parts) + ".")
+
+
+def load_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], path: PathLike, what: str) -> nn.Module:
+    """Check, then load ``tensors`` into ``module`` with ``strict=True``."""
+    check_state_dict(module, tensors, path, what)
+    module.load_state_dict(dict(tensors), strict=True)
+    return module
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], path: PathLike) -> None:
+    """Refuse weights that hold NaN or infinite values (a corrupt download)."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} weights hold NaN or Inf (e.g. {bad[:3]}); the file is corrupt.")
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: PathLike, metadata: Optional[dict[str, str]] = None) -> Path:
+    """Write flat tensors (made contiguous) with string metadata to ``.safetensors``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata or {})
+    return path
