@@ -1,0 +1,291 @@
+"""StyleGAN2 layers and generator with the attribute names of the official checkpoints.
+
+The names (``convs``, ``to_rgbs``, ``conv.modulation``, ``activate.bias``, ``noises.noise_i``...)
+are those of rosinality's StyleGAN2 port, which VToonify vendors; keeping them lets the official
+state dicts load with ``strict=True``.
+
+Precision: the style side (mapping network, modulation, demodulation) is computed in fp32
+whatever the module dtype, since the squared-weight sums of demodulation overflow fp16; the
+convolutions run in the activations' dtype.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops import fused_leaky_relu, make_kernel, upfirdn2d
+
+BLUR_KERNEL = (1, 3, 3, 1)
+
+
+class PixelNorm(nn.Module):
+    """Normalise each vector to unit root-mean-square over dim 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + 1e-8)
+
+
+class FusedLeakyReLU(nn.Module):
+    """Bias + leaky ReLU(0.2) + gain sqrt(2); key ``bias``."""
+
+    def __init__(self, channels: int, bias: bool = True):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_leaky_relu(x, self.bias)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalized learning rate (runtime weight scale ``lr_mul / sqrt(in_dim)``).
+
+    ``activation='fused_lrelu'`` adds the bias inside the fused leaky ReLU. Computed in fp32
+    (it only ever maps style vectors) and returned in the input's dtype.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0,
+                 lr_mul: float = 1.0, activation: Optional[str] = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
+        self.activation = activation
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        w = self.weight.float() * self.scale
+        b = self.bias.float() * self.lr_mul if self.bias is not None else None
+        if self.activation:
+            out = fused_leaky_relu(F.linear(x, w), b)
+        else:
+            out = F.linear(x, w, b)
+        return out.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
+
+
+class EqualConv2d(nn.Module):
+    """Conv2d with equalized learning rate (weight scale ``1 / sqrt(fan_in)``); keys ``weight``, ``bias``."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, bias: bool = True, dilation: int = 1):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channel, in_channel, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channel)) if bias else None
+        self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, {k}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+
+
+class ConvLayer(nn.Sequential):
+    """EqualConv2d (+ fused leaky ReLU); keys ``0.weight`` and ``1.bias``. Same-size output."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, bias: bool = True,
+                 activate: bool = True, dilation: int = 1):
+        padding = kernel_size // 2 + dilation - 1
+        layers: list[nn.Module] = [EqualConv2d(in_channel, out_channel, kernel_size, padding=padding,
+                                               bias=bias and not activate, dilation=dilation)]
+        if activate:
+            layers.append(FusedLeakyReLU(out_channel, bias=bias))
+        super().__init__(*layers)
+
+
+class Blur(nn.Module):
+    """FIR filter with padding (``kernel`` buffer, pre-multiplied by ``factor**2`` after upsampling)."""
+
+    def __init__(self, kernel=BLUR_KERNEL, pad: tuple[int, int] = (0, 0), upsample_factor: int = 1):
+        super().__init__()
+        self.register_buffer("kernel", make_kernel(kernel) * upsample_factor ** 2)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    """2x FIR up-sampling (``kernel`` buffer)."""
+
+    def __init__(self, kernel=BLUR_KERNEL, factor: int = 2):
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_kernel(kernel) * factor ** 2)
+        p = len(kernel) - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+
+
+def modulation_weights(weight: torch.Tensor, styles: torch.Tensor, scale: float, demodulate: bool):
+    """Per-sample input scales and output demodulation coefficients, in fp32.
+
+    Args:
+        weight: ``[1, O, I, k, k]`` (unscaled, as stored).
+        styles: ``[N, I]`` modulation (already through the affine layer).
+
+    Returns:
+        ``(w, styles, dcoefs)``: the scaled shared weight ``[O, I, k, k]`` (fp32), styles ``[N, I]``
+        and demodulation coefficients ``[N, O]`` (or ``None``).
+    """
+    w = weight[0].float() * scale
+    styles = styles.float()
+    dcoefs = None
+    if demodulate:
+        # sum over I,k,k of (w * s)^2 = (w^2 summed over k,k) @ s^2
+        dcoefs = torch.rsqrt(styles.square() @ w.square().sum((2, 3)).t() + 1e-8)
+    return w, styles, dcoefs
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2's modulated convolution (with demodulation), optionally 2x up-sampling.
+
+    Implemented by modulating the activations instead of the weights (mathematically the
+    same as per-sample weights, with one shared convolution for the batch). Keys: ``weight``
+    ``[1, O, I, k, k]``, ``modulation.{weight,bias}``, and ``blur.kernel`` when up-sampling.
+    """
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
+                 demodulate: bool = True, upsample: bool = False, blur_kernel=BLUR_KERNEL):
+        super().__init__()
+        self.in_channel, self.out_channel, self.kernel_size = in_channel, out_channel, kernel_size
+        self.upsample, self.demodulate = upsample, demodulate
+        if upsample:
+            factor = 2
+            p = (len(blur_kernel) - factor) - (kernel_size - 1)
+            self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
+        self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[N, I, H, W]``, ``style`` ``[N, style_dim]`` -> ``[N, O, H', W']``."""
+        w, s, dcoefs = modulation_weights(self.weight, self.modulation(style.float()), self.scale, self.demodulate)
+        dtype = x.dtype
+        x = x * s.to(dtype)[:, :, None, None]
+        w = w.to(dtype)
+        if self.upsample:
+            out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
+            out = self.blur(out)
+        else:
+            out = F.conv2d(x, w, padding=self.padding)
+        if dcoefs is not None:
+            out = out * dcoefs.to(dtype)[:, :, None, None]
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, upsample={self.upsample}"
+
+
+class NoiseInjection(nn.Module):
+    """Per-layer noise strength (key ``weight``). VToonify removes the noise (it multiplies the
+    noise by 0), so ``noise=None`` here means *no noise*, not random noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return x if noise is None else x + self.weight.to(x.dtype) * noise
+
+
+class ConstantInput(nn.Module):
+    """The learned 4x4 input of StyleGAN2 (key ``input``)."""
+
+    def __init__(self, channel: int, size: int = 4):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channel, size, size))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.input.repeat(batch, 1, 1, 1)
+
+
+class StyledConv(nn.Module):
+    """Modulated conv + noise + fused leaky ReLU (keys ``conv.*``, ``noise.weight``, ``activate.bias``)."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
+                 upsample: bool = False, blur_kernel=BLUR_KERNEL, demodulate: bool = True):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim,
+                                    demodulate=demodulate, upsample=upsample, blur_kernel=blur_kernel)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(out_channel)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style), noise))
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv to RGB (no demodulation) + bias, plus the up-sampled skip image."""
+
+    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True, blur_kernel=BLUR_KERNEL):
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample(blur_kernel)
+        self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+        out = self.conv(x, style) + self.bias.to(x.dtype)
+        if skip is not None:
+            out = out + self.upsample(skip)
+        return out
+
+
+def channel_table(channel_multiplier: int = 2) -> dict[int, int]:
+    """Feature channels of StyleGAN2 per resolution."""
+    m = channel_multiplier
+    return {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * m, 128: 128 * m, 256: 64 * m, 512: 32 * m, 1024: 16 * m}
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator: mapping network ``style`` and synthesis layers.
+
+    VToonify uses the mapping network (``zplus2wplus``) and the synthesis layers from the 32x32
+    stage upward; the lower layers are kept so that official state dicts load strictly.
+    """
+
+    def __init__(self, size: int = 1024, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
+                 blur_kernel=BLUR_KERNEL, lr_mlp: float = 0.01):
+        super().__init__()
+        self.size, self.style_dim = size, style_dim
+        self.style = nn.Sequential(PixelNorm(), *[
+            EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)])
+        self.channels = channel_table(channel_multiplier)
+        self.input = ConstantInput(self.channels[4])
+        self.conv1 = StyledConv(self.channels[4], self.channels[4], 3, style_dim, blur_kernel=blur_kernel)
+        self.to_rgb1 = ToRGB(self.channels[4], style_dim, upsample=False)
+        self.log_size = int(math.log2(size))
+        self.num_layers = (self.log_size - 2) * 2 + 1
+        self.n_latent = self.log_size * 2 - 2
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        self.noises = nn.Module()
+        for layer_idx in range(self.num_layers):
+            res = (layer_idx + 5) // 2
+            self.noises.register_buffer(f"noise_{layer_idx}", torch.zeros(1, 1, 2 ** res, 2 ** res))
+        in_channel = self.channels[4]
+        for i in range(3, self.log_size + 1):
+            out_channel = self.channels[2 ** i]
+            self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True, blur_kernel=blur_kernel))
+            self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel))
+            self.to_rgbs.append(ToRGB(out_channel, style_dim))
+            in_channel = out_channel
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """Map z (or z+) codes ``[..., 512]`` to W (W+) with the 8-layer MLP."""
+        shape = z.shape
+        return self.style(z.reshape(-1, shape[-1])).reshape(shape)

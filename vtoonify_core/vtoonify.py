@@ -1,0 +1,228 @@
+"""VToonify (Yang et al., SIGGRAPH Asia 2022): the fully convolutional toonification network.
+
+Structure (paper Sec. 4): an *encoder* turns the frame plus its parsing map into multi-scale
+content features; the StyleGAN layers from the 32x32 stage upward act as the *generator*,
+driven by the W+ style code; *fusion* modules inject the encoder features at the first four
+up-sampling stages. With the DualStyleGAN backbone (VToonify-D) the encoder's residual
+features are adjusted by ModRes blocks scaled by the *style degree* ``d_s``, and the fusion is
+style-degree aware: a mask ``m_E`` predicted from ``cat(f_G, |f_G - f_E|)`` (AdaIN conditioned
+on ``d_s``) gates the encoder features.
+
+Input frames of any size whose height and width are multiples of 8; output is 4x the input.
+"""
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dualstylegan import AdaptiveInstanceNorm, AdaResBlock, DualStyleGAN
+from .stylegan import Generator
+
+BACKBONES = ("toonify", "dualstylegan")
+
+
+class VToonifyResBlock(nn.Module):
+    """Residual block of the encoder: ``(lrelu(conv2(lrelu(conv(x)))) + x) / sqrt(2)``."""
+
+    def __init__(self, fin: int):
+        super().__init__()
+        self.conv = nn.Conv2d(fin, fin, 3, 1, 1)
+        self.conv2 = nn.Conv2d(fin, fin, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.leaky_relu(self.conv(x), 0.2)
+        out = F.leaky_relu(self.conv2(out), 0.2)
+        return (out + x) / math.sqrt(2)
+
+
+class StyleDegreeFusion(nn.Module):
+    """The style-degree-aware fusion of VToonify-D (official name ``Fusion``).
+
+    ``label = MLP(d_s)``; ``m_E = tanh(relu(conv2(AdaIN(cat(f_G, |f_G - f_E|), label))))``;
+    ``f_out = conv(cat(f_G, f_E * m_E))``.
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels + skip_channels, out_channels, 3, 1, 1)
+        self.norm = AdaptiveInstanceNorm(in_channels + skip_channels, 128)
+        self.conv2 = nn.Conv2d(in_channels + skip_channels, 1, 3, 1, 1)
+        self.linear = nn.Sequential(nn.Linear(1, 64), nn.LeakyReLU(0.2), nn.Linear(64, 128), nn.LeakyReLU(0.2))
+
+    def forward(self, f_G: torch.Tensor, f_E: torch.Tensor, d_s: float) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.linear[0].weight
+        label = self.linear(torch.full((f_G.shape[0], 1), float(d_s), device=w.device, dtype=w.dtype))
+        out = torch.cat([f_G, (f_G - f_E).abs()], dim=1)
+        m_E = F.relu(self.conv2(self.norm(out, label))).tanh()
+        return self.conv(torch.cat([f_G, f_E * m_E], dim=1)), m_E
+
+
+def _conv_lrelu(cin: int, cout: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.2)]
+
+
+class VToonify(nn.Module):
+    """VToonify-T (``backbone='toonify'``) or VToonify-D (``backbone='dualstylegan'``).
+
+    Official constructor defaults; attribute names match the official checkpoints
+    (``generator``, ``encoder``, ``fusion_out``, ``fusion_skip``, ``res``).
+    """
+
+    def __init__(self, in_size: int = 256, out_size: int = 1024, img_channels: int = 3, style_channels: int = 512,
+                 num_mlps: int = 8, channel_multiplier: int = 2, num_res_layers: int = 6,
+                 backbone: str = "dualstylegan"):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        self.backbone = backbone
+        if backbone == "dualstylegan":
+            self.generator = DualStyleGAN(out_size, style_channels, num_mlps, channel_multiplier)
+        else:
+            self.generator = Generator(out_size, style_channels, num_mlps, channel_multiplier)
+        self.in_size = in_size
+        channels = self.generator.channels
+        encoder_res = [2 ** i for i in range(int(math.log2(in_size)), 4, -1)]  # 256, 128, 64, 32
+        self.encoder = nn.ModuleList([nn.Sequential(
+            *_conv_lrelu(img_channels + 19, 32, 1), *_conv_lrelu(32, channels[in_size], 1))])
+        for res in encoder_res:
+            cin = channels[res]
+            if res > 32:
+                cout = channels[res // 2]
+                self.encoder.append(nn.Sequential(*_conv_lrelu(cin, cout, 2), *_conv_lrelu(cout, cout, 1)))
+            else:
+                self.encoder.append(nn.Sequential(*[VToonifyResBlock(cin) for _ in range(num_res_layers)]))
+                self.encoder.append(nn.Conv2d(cin, img_channels, 1, 1, 0))
+        self.fusion_out = nn.ModuleList()
+        self.fusion_skip = nn.ModuleList()
+        for res in encoder_res[::-1]:
+            c = channels[res]
+            if backbone == "dualstylegan":
+                self.fusion_out.append(StyleDegreeFusion(c, c, c))
+            else:
+                self.fusion_out.append(nn.Conv2d(c * 2, c, 3, 1, 1))
+            self.fusion_skip.append(nn.Conv2d(c + 3, 3, 3, 1, 1))
+        if backbone == "dualstylegan":
+            # ModRes blocks on the encoder's residual features (res.0 exists in the release, unused)
+            self.res = nn.ModuleList([AdaResBlock(channels[4])])
+            for i in range(3, 6):
+                self.res.extend([AdaResBlock(channels[2 ** i], dilation=2 ** (5 - i)) for _ in range(2)])
+
+    # ------------------------------------------------------------------ style codes
+    def stylegan(self) -> Generator:
+        """The StyleGAN2 generator (inside DualStyleGAN for VToonify-D)."""
+        return self.generator.generator if self.backbone == "dualstylegan" else self.generator
+
+    def zplus2wplus(self, zplus: torch.Tensor) -> torch.Tensor:
+        """Map z+ codes ``[N, 18, 512]`` to W+ with the generator's mapping network."""
+        return self.stylegan().mapping(zplus)
+
+    @property
+    def n_latent(self) -> int:
+        return self.stylegan().n_latent
+
+    # ------------------------------------------------------------------ forward
+    def check_input(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """Validate shapes; returns the style expanded to the batch."""
+        if x.ndim != 4 or x.shape[1] != 22:
+            raise ValueError(f"VToonify input must be [B, 22, H, W] (frame in [-1,1] + 19 parsing maps / 16), "
+                             f"got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % 8 or w % 8:
+            raise ValueError(f"VToonify needs height and width that are multiples of 8, got {h}x{w}: pad or crop "
+                             f"the frames (e.g. to {h - h % 8 or 8}x{w - w % 8 or 8}).")
+        if style.ndim == 2:
+            style = style.unsqueeze(1).repeat(1, self.n_latent, 1)
+        if style.ndim != 3 or style.shape[1:] != (self.n_latent, 512):
+            raise ValueError(f"style must be a W+ code [B, {self.n_latent}, 512], got {tuple(style.shape)}")
+        if style.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"style batch {style.shape[0]} does not match frame batch {x.shape[0]} (use 1 or B)")
+        return style.expand(x.shape[0], -1, -1)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, d_s: Union[float, None] = 0.5,
+                return_mask: bool = False):
+        """Toonify frames.
+
+        Args:
+            x: ``[B, 22, H, W]`` = ``cat(frame in [-1, 1], parsing logits / 16)``, H and W multiples of 8.
+            style: W+ code ``[B or 1, 18, 512]`` (VToonify-D: the content code with layers 0-6 from
+                the exemplar, or the exemplar code for colour transfer).
+            d_s: style degree in [0, 1] (VToonify-D); accepted and ignored by VToonify-T.
+            return_mask: also return the four fusion masks ``m_E`` (VToonify-D).
+
+        Returns:
+            ``[B, 3, 4H, 4W]``, unclamped (clamp to [-1, 1] for display); with ``return_mask``,
+            ``(image, [m_E at H/8, H/4, H/2, H])``.
+        """
+        style = self.check_input(x, style)
+        d_s = 1.0 if d_s is None else float(d_s)
+        dual = self.backbone == "dualstylegan"
+        if dual:
+            resstyles = self.generator.color_transform(style)
+            adastyles = self.generator.structure_transform(style)
+        else:
+            adastyles = style
+        feat = x
+        features = []
+        for block in self.encoder[:-2]:
+            feat = block(feat)
+            features.append(feat)
+        features = features[::-1]  # H/8, H/4, H/2, H
+        for ii, block in enumerate(self.encoder[-2]):
+            feat = block(feat)
+            if dual:
+                feat = self.res[ii + 1](feat, resstyles[:, ii + 1], d_s)
+        out = feat
+        skip = self.encoder[-1](feat)
+
+        g = self.stylegan()
+        masks = []
+        for stage, (conv1, conv2, to_rgb) in enumerate(zip(g.convs[6::2], g.convs[7::2], g.to_rgbs[3:])):
+            if stage < len(features):
+                f_E = features[stage]
+                if dual:
+                    out, m_E = self.fusion_out[stage](out, f_E, d_s)
+                    skip = self.fusion_skip[stage](torch.cat([skip, f_E * m_E], dim=1))
+                    masks.append(m_E)
+                else:
+                    out = self.fusion_out[stage](torch.cat([out, f_E], dim=1))
+                    skip = self.fusion_skip[stage](torch.cat([skip, f_E], dim=1))
+            layer = 2 * stage + 8  # style vectors 8,10,...: conv1 uses layer-1, conv2 layer, to_rgb layer+1
+            out = conv1(out, adastyles[:, layer - 1])
+            out = conv2(out, adastyles[:, layer])
+            skip = to_rgb(out, adastyles[:, layer + 1], skip)
+        if return_mask:
+            return skip, masks
+        return skip
+
+
+def build_vtoonify(kind: str) -> VToonify:
+    """An empty VToonify network of a checkpoint kind (``'vtoonify_t'`` or ``'vtoonify_d'``)."""
+    return VToonify(backbone="dualstylegan" if kind == "vtoonify_d" else "toonify")
+
+
+def load_vtoonify(path, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32) -> VToonify:
+    """Load an official VToonify-T/-D checkpoint (``.pt`` with ``g_ema``, or converted ``.safetensors``).
+
+    The backbone is detected from the keys. Returns the network in eval mode on ``device`` in
+    ``dtype``; call it as ``m(x, style, d_s)`` and ``m.zplus2wplus(z)``.
+
+    Raises:
+        CheckpointError: missing, corrupt or wrong-kind file, or keys/shapes that differ from the
+            official release.
+    """
+    from .weights import check_finite, expect_kind, load_into, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    expect_kind(ckpt, ("vtoonify_t", "vtoonify_d"))
+    check_finite(ckpt.tensors, ckpt.path)
+    with torch.device("meta"):
+        model = build_vtoonify(ckpt.kind)
+    model = model.to_empty(device="cpu")
+    load_into(model, ckpt.tensors, ckpt.path, f"{ckpt.kind} network")
+    model.kind = ckpt.kind
+    model.source = str(ckpt.path)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
