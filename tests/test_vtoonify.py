@@ -152,3 +152,40 @@ def test_half_precision_stays_close_to_fp32(vtoonify_d_path, reference_io, dtype
     assert y.dtype == dtype and torch.isfinite(y).all()
     rel = maxdiff(y, ref) / ref.abs().max().item()
     assert rel < rel_tol, rel
+
+
+@pytest.mark.parametrize("kind", ["vtoonify_t", "vtoonify_d"])
+def test_fast_path_equals_plain_path(kind, reference_io, request):
+    """Baking the style into the decoder weights once per clip changes nothing but the speed."""
+    m = request.getfixturevalue("model_" + kind[-1])
+    x = reference_io[f"{kind}.b.inputs"]
+    s = reference_io[f"{kind}.s_w"]
+    with torch.no_grad():
+        m.fast = False
+        plain = m(x, s.expand(2, -1, -1), 0.5)
+        m.fast = True
+        fast = m(x, s, 0.5)
+        fast_again = m(x, s, 0.5)  # served from the bake cache
+        mixed = m(x, torch.cat([s, s * 0.9]), 0.5)  # two styles: falls back to per-sample modulation
+        m.fast = False
+        mixed_plain = m(x, torch.cat([s, s * 0.9]), 0.5)
+        m.fast = True
+    assert maxdiff(fast, plain) < TOL and torch.equal(fast, fast_again)
+    assert torch.equal(mixed, mixed_plain)
+
+
+def test_bake_cache_follows_weight_changes(model_t, reference_io):
+    x = reference_io["vtoonify_t.a.inputs"]
+    s = reference_io["vtoonify_t.s_w"]
+    p = model_t.generator.to_rgbs[7].bias
+    saved = p.detach().clone()
+    with torch.no_grad():
+        before = model_t(x, s)
+        p.add_(0.5)
+        try:
+            after = model_t(x, s)
+        finally:
+            p.copy_(saved)
+        restored = model_t(x, s)
+    assert maxdiff(after, before) > 0.4
+    assert maxdiff(restored, before) < 1e-6

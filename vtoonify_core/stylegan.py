@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import fused_leaky_relu, make_kernel, upfirdn2d
+from .ops import SQRT2, fused_leaky_relu, make_kernel, upfirdn2d
 
 BLUR_KERNEL = (1, 3, 3, 1)
 
@@ -186,6 +186,23 @@ class ModulatedConv2d(nn.Module):
             out = out * dcoefs.to(dtype)[:, :, None, None]
         return out
 
+    def bake(self, style: torch.Tensor) -> torch.Tensor:
+        """The modulated (and demodulated) weight ``[O, I, k, k]`` in fp32 for one style ``[1, style_dim]``.
+
+        Convolving with it equals :meth:`forward` for every sample that has this style.
+        """
+        w, s, dcoefs = modulation_weights(self.weight, self.modulation(style.float()), self.scale, self.demodulate)
+        w = w * s[0][None, :, None, None]
+        if dcoefs is not None:
+            w = w * dcoefs[0][:, None, None, None]
+        return w
+
+    def conv_baked(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Plain (batched) convolution with a baked weight, incl. the up-sampling and its blur."""
+        if self.upsample:
+            return self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+        return F.conv2d(x, weight, padding=self.padding)
+
     def extra_repr(self) -> str:
         return f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, upsample={self.upsample}"
 
@@ -227,6 +244,22 @@ class StyledConv(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.activate(self.noise(self.conv(x, style), noise))
 
+    def bake(self, style: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias for :meth:`forward_baked`, with the activation gain sqrt(2) folded in
+        (leaky ReLU is positively homogeneous: ``g * lrelu(v) = lrelu(g * v)``)."""
+        g = SQRT2
+        return (self.conv.bake(style) * g).to(dtype), (self.activate.bias.float() * g).to(dtype)
+
+    def forward_baked(self, x: torch.Tensor, baked: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Same as :meth:`forward` (without noise) for samples of the baked style; one batched conv,
+        bias and activation applied in place."""
+        weight, bias = baked
+        if self.conv.upsample:
+            out = self.conv.conv_baked(x, weight).add_(bias[:, None, None])
+        else:
+            out = F.conv2d(x, weight, bias, padding=self.conv.padding)
+        return F.leaky_relu_(out, 0.2)
+
 
 class ToRGB(nn.Module):
     """1x1 modulated conv to RGB (no demodulation) + bias, plus the up-sampled skip image."""
@@ -242,6 +275,16 @@ class ToRGB(nn.Module):
         out = self.conv(x, style) + self.bias.to(x.dtype)
         if skip is not None:
             out = out + self.upsample(skip)
+        return out
+
+    def bake(self, style: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight ``[3, I, 1, 1]`` and bias ``[3]`` for :meth:`forward_baked`."""
+        return self.conv.bake(style).to(dtype), self.bias.float().reshape(3).to(dtype)
+
+    def forward_baked(self, x: torch.Tensor, baked, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+        out = F.conv2d(x, baked[0], baked[1])
+        if skip is not None:
+            out = out.add_(self.upsample(skip))
         return out
 
 

@@ -111,6 +111,41 @@ class VToonify(nn.Module):
             for i in range(3, 6):
                 self.res.extend([AdaResBlock(channels[2 ** i], dilation=2 ** (5 - i)) for _ in range(2)])
 
+    #: Fast path: when every frame of a batch has the same style (a clip), modulate and demodulate
+    #: the decoder weights once per style and run plain batched convolutions. Equal to the plain
+    #: path up to float rounding; ``model.fast = False`` selects the plain path.
+    fast: bool = True
+    #: how many baked styles to keep per model
+    bake_cache_size: int = 4
+
+    def _decoder_layers(self):
+        g = self.stylegan()
+        for stage, (conv1, conv2, to_rgb) in enumerate(zip(g.convs[6::2], g.convs[7::2], g.to_rgbs[3:])):
+            yield 2 * stage + 7, conv1
+            yield 2 * stage + 8, conv2
+            yield 2 * stage + 9, to_rgb
+
+    def _baked_decoder(self, adastyles: torch.Tensor):
+        """Baked (weight, bias) per decoder layer for a batch that shares one style, else ``None``.
+
+        Cached per (style values, dtype, device, parameter versions), so an in-place change of
+        the weights is never served stale.
+        """
+        first = adastyles[:1]
+        if adastyles.shape[0] > 1 and not torch.equal(adastyles, first.expand_as(adastyles)):
+            return None
+        layers = list(self._decoder_layers())
+        dtype = next(self.encoder.parameters()).dtype
+        versions = tuple(p._version for _, m in layers for p in m.parameters())
+        key = (hash(first.detach().float().cpu().numpy().tobytes()), dtype, first.device, versions)
+        cache = self.__dict__.setdefault("_bake_cache", {})
+        if key not in cache:
+            with torch.no_grad():
+                cache[key] = [m.bake(first[:, i], dtype) for i, m in layers]
+            while len(cache) > self.bake_cache_size:
+                cache.pop(next(iter(cache)))
+        return cache[key]
+
     # ------------------------------------------------------------------ style codes
     def stylegan(self) -> Generator:
         """The StyleGAN2 generator (inside DualStyleGAN for VToonify-D)."""
@@ -179,6 +214,7 @@ class VToonify(nn.Module):
         skip = self.encoder[-1](feat)
 
         g = self.stylegan()
+        baked = self._baked_decoder(adastyles) if self.fast else None
         masks = []
         for stage, (conv1, conv2, to_rgb) in enumerate(zip(g.convs[6::2], g.convs[7::2], g.to_rgbs[3:])):
             if stage < len(features):
@@ -190,6 +226,11 @@ class VToonify(nn.Module):
                 else:
                     out = self.fusion_out[stage](torch.cat([out, f_E], dim=1))
                     skip = self.fusion_skip[stage](torch.cat([skip, f_E], dim=1))
+            if baked is not None:
+                out = conv1.forward_baked(out, baked[3 * stage])
+                out = conv2.forward_baked(out, baked[3 * stage + 1])
+                skip = to_rgb.forward_baked(out, baked[3 * stage + 2], skip)
+                continue
             layer = 2 * stage + 8  # style vectors 8,10,...: conv1 uses layer-1, conv2 layer, to_rgb layer+1
             out = conv1(out, adastyles[:, layer - 1])
             out = conv2(out, adastyles[:, layer])
@@ -221,7 +262,6 @@ def load_vtoonify(path, device: Union[str, torch.device] = "cpu", dtype: torch.d
     check_finite(ckpt.tensors, ckpt.path)
     with torch.device("meta"):
         model = build_vtoonify(ckpt.kind)
-    model = model.to_empty(device="cpu")
     load_into(model, ckpt.tensors, ckpt.path, f"{ckpt.kind} network")
     model.kind = ckpt.kind
     model.source = str(ckpt.path)

@@ -192,15 +192,21 @@ def check_state_dict(
 
 
 def load_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], path: PathLike, what: str) -> nn.Module:
-    """Check, then load ``tensors`` into ``module`` with ``strict=True``."""
+    """Check, then load ``tensors`` into ``module`` with ``strict=True``.
+
+    The tensors are assigned (not copied), so ``module`` may be built on the meta device.
+    """
     check_state_dict(module, tensors, path, what)
-    module.load_state_dict(dict(tensors), strict=True)
+    module.load_state_dict(dict(tensors), strict=True, assign=True)
     return module
 
 
 def check_finite(tensors: Mapping[str, torch.Tensor], path: PathLike) -> None:
     """Refuse weights that hold NaN or infinite values (a corrupt download)."""
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    # a NaN or Inf anywhere makes the sum non-finite (an all-finite sum can overflow only in
+    # pathological files: those get the element-wise check)
+    bad = [k for k, v in tensors.items()
+           if v.is_floating_point() and not torch.isfinite(v.sum()) and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{path}: {len(bad)} weights hold NaN or Inf (e.g. {bad[:3]}); the file is corrupt.")
 
