@@ -31,8 +31,11 @@ class AdaptiveInstanceNorm(nn.Module):
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         params = F.linear(code.float(), self.style.weight.float(), self.style.bias.float())
         gamma, beta = params[:, :, None, None].chunk(2, 1)
-        out = F.instance_norm(x.float(), eps=1e-5)
-        return (gamma * out + beta).to(x.dtype)
+        # instance norm written out (not F.instance_norm) so that the memory format is kept
+        xf = x.float()
+        var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, unbiased=False)
+        scale = gamma * torch.rsqrt(var + 1e-5)
+        return (xf * scale + (beta - mean * scale)).to(x.dtype)
 
 
 class AdaResBlock(nn.Module):

@@ -52,11 +52,14 @@ def upfirdn2d(
         y = x.new_zeros(n, c, h * up, w * up)
         y[:, :, ::up, ::up] = x
         x = y
+    kh, kw = kernel.shape
+    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device).expand(c, 1, kh, kw)
+    if px0 == px1 >= 0 and py0 == py1 >= 0:
+        # symmetric padding: let the convolution pad (no padded copy of the input)
+        return F.conv2d(x, weight, stride=down, padding=(py0, px0), groups=c)
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     if min(px0, px1, py0, py1) < 0:
         x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
-    kh, kw = kernel.shape
-    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device).expand(c, 1, kh, kw)
     return F.conv2d(x, weight, stride=down, groups=c)
 
 
