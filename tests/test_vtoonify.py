@@ -171,7 +171,7 @@ def test_fast_path_equals_plain_path(kind, reference_io, request):
         mixed_plain = m(x, torch.cat([s, s * 0.9]), 0.5)
         m.fast = True
     assert maxdiff(fast, plain) < TOL and torch.equal(fast, fast_again)
-    assert torch.equal(mixed, mixed_plain)
+    assert maxdiff(mixed, mixed_plain) < TOL  # channels-last only reorders the sums
 
 
 def test_bake_cache_follows_weight_changes(model_t, reference_io):
