@@ -1,0 +1,210 @@
+"""Speed of the VToonify pipeline, per stage and end to end, fast path vs plain path in one run.
+
+Usage::
+
+    python bench/bench_pipeline.py --quick              # CPU, small sizes, a few minutes at most
+    python bench/bench_pipeline.py --device cuda        # full table: 256->1024 and 320x400->1280x1600,
+                                                        # T and D, fp32/fp16/bf16, batch 1/4/16
+    python bench/bench_pipeline.py --plain              # only the plain path
+
+Stages: face parse (BiSeNet on the 2x frame, official), parsing smoothing (Eq. 6-7, DIS flow),
+style extraction (pSp on a 256 crop + mapping), generator (VToonify), and end to end (parse +
+generator). Every generator row is measured with the fast path (style baked once per clip,
+channels-last) and the plain path (per-sample modulation, contiguous) in the same process, and
+the speed-up is their ratio. Weights are the deterministic stand-ins of the official layout
+(speed does not depend on the values). Prints a table and writes JSON to bench/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vtoonify_core import parse_frames, standin  # noqa: E402
+from vtoonify_core.bisenet import FaceParser  # noqa: E402
+from vtoonify_core.psp import StyleEncoder  # noqa: E402
+from vtoonify_core.vtoonify import build_vtoonify  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def build(module: torch.nn.Module, kind: str, device, dtype) -> torch.nn.Module:
+    sd = standin.official_layout(kind)
+    if kind in ("vtoonify_t", "vtoonify_d"):
+        sd = sd["g_ema"]
+    elif kind == "psp":
+        sd = {**sd["state_dict"], "latent_avg": sd["latent_avg"]}
+    module.load_state_dict(sd, strict=True, assign=True)
+    return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timeit(fn, device, repeat: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def timeit_interleaved(fns: dict, device, repeat: int) -> dict:
+    """Median wall seconds of each ``fns[k]()``, runs interleaved (so machine load hits all alike)."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            times[k].append(time.perf_counter() - t)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes, one dtype and batch (for CI on CPU)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtypes", default=None, help="comma list of fp32,fp16,bf16")
+    ap.add_argument("--batches", default=None, help="comma list of batch sizes")
+    ap.add_argument("--kinds", default="vtoonify_t,vtoonify_d")
+    ap.add_argument("--plain", action="store_true", help="measure only the plain path")
+    ap.add_argument("--repeat", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    quick = args.quick
+    sizes = [(64, 64), (80, 64)] if quick else [(256, 256), (320, 400)]
+    dtypes = (args.dtypes or ("fp32" if quick or device.type == "cpu" else "fp32,fp16,bf16")).split(",")
+    batches = [int(b) for b in (args.batches or ("1" if quick else ("1,4,16" if device.type == "cuda" else "1,2"))).split(",")]
+    repeat = args.repeat or (3 if quick else 5)
+    rows: list[dict] = []
+
+    def record(**row):
+        rows.append(row)
+        fps = row["batch"] / row["seconds"]
+        extra = f"  x{row['speedup']:.2f} vs plain" if row.get("speedup") else ""
+        print(f"{row['stage']:<22} {row.get('kind', ''):<11} {row['dtype']:<5} {row['size']:<12} B={row['batch']:<3} "
+              f"{row['seconds'] / row['batch']:8.4f} s/frame {fps:8.2f} fps  peak {row['peak_mb']:8.0f} MB{extra}",
+              flush=True)
+
+    print(f"# device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    for dname in dtypes:
+        dtype = DTYPES[dname]
+        parser = build(FaceParser(), "bisenet", device, dtype)
+        for (h, w) in sizes:
+            for b in batches:
+                x = torch.rand(b, 3, h, w, device=device, dtype=dtype) * 2 - 1
+                with torch.no_grad():
+                    reset_peak(device)
+                    s = timeit(lambda: parse_frames(parser, x), device, repeat)
+                    record(stage="face parse", dtype=dname, size=f"{h}x{w}", batch=b, seconds=s, peak_mb=peak_memory_mb(device))
+        # parsing smoothing (Eq. 6-7), on a short clip
+        try:
+            from vtoonify_core.temporal import smooth_parsing
+        except ImportError:
+            smooth_parsing = None
+        if smooth_parsing is not None:
+            h, w = sizes[0]
+            t = 8 if quick else 16
+            frames = torch.rand(t, 3, h, w, device=device) * 2 - 1
+            with torch.no_grad():
+                parsing = parse_frames(parser, frames.to(dtype)).float()
+                reset_peak(device)
+                s = timeit(lambda: smooth_parsing(parsing, frames, k=5), device, max(1, repeat // 2), warmup=0)
+            record(stage="smooth parsing (DIS)", dtype="fp32", size=f"{h}x{w}", batch=t, seconds=s, peak_mb=peak_memory_mb(device))
+        del parser
+        encoder = build(StyleEncoder(), "psp", device, dtype)
+        with torch.no_grad():
+            crop = torch.rand(1, 3, 256, 256, device=device, dtype=dtype) * 2 - 1
+            reset_peak(device)
+            s = timeit(lambda: encoder(crop), device, repeat)
+        record(stage="style extraction (pSp)", dtype=dname, size="256x256", batch=1, seconds=s, peak_mb=peak_memory_mb(device))
+        del encoder
+        for kind in args.kinds.split(","):
+            model = build(build_vtoonify(kind), kind, device, dtype)
+            style = torch.randn(1, 18, 512, device=device, dtype=dtype)
+            parser = build(FaceParser(), "bisenet", device, dtype)
+            for (h, w) in sizes:
+                for b in batches:
+                    x = torch.rand(b, 22, h, w, device=device, dtype=dtype) * 2 - 1
+                    frames = x[:, :3].contiguous()
+                    with torch.no_grad():
+                        def run(fast):
+                            model.fast = fast
+                            return model(x, style, 0.5)
+
+                        reset_peak(device)
+                        modes = [False] if args.plain else [False, True]
+                        times = timeit_interleaved({m: (lambda m=m: run(m)) for m in modes}, device, repeat)
+                        peak = peak_memory_mb(device)
+                        model.fast = not args.plain
+                        label = "generator" + ("" if args.plain else " (fast)")
+                        record(stage=label, kind=kind, dtype=dname, size=f"{h}x{w}->{4 * h}x{4 * w}", batch=b,
+                               seconds=times[args.plain is False], peak_mb=peak,
+                               plain_seconds=times[False], speedup=None if args.plain else times[False] / times[True])
+
+                        def end_to_end():
+                            xp = parse_frames(parser, frames)
+                            return model(torch.cat([frames, xp / 16], 1), style, 0.5)
+
+                        reset_peak(device)
+                        s = timeit(end_to_end, device, repeat)
+                        record(stage="end to end", kind=kind, dtype=dname, size=f"{h}x{w}->{4 * h}x{4 * w}", batch=b,
+                               seconds=s, peak_mb=peak_memory_mb(device))
+            del model, parser
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc)
+    result = {
+        "machine": {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+                    "platform": platform.platform(), "cpu_threads": torch.get_num_threads()},
+        "torch": torch.__version__, "date": stamp.isoformat(timespec="seconds"), "quick": quick, "rows": rows,
+    }
+    path = out / f"pipeline-{device.type}-{stamp.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"# wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
