@@ -1,0 +1,242 @@
+"""The only place that talks to ComfyUI: its modules, tensor layouts, progress and errors.
+
+ComfyUI modules are imported when first needed, so this package can be imported (and its core
+used) outside ComfyUI. Layouts at the node boundary:
+
+* ComfyUI IMAGE: ``[B, H, W, C]`` float in [0, 1] (C = 3; 1 or 4 accepted);
+* ComfyUI MASK: ``[B, H, W]`` float in [0, 1];
+* core frames: ``[B, 3, H, W]`` (a view of the IMAGE, declared with ``input_range=(0, 1)``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable, Iterator
+
+import torch
+
+logger = logging.getLogger("vtoonify")
+
+#: Range of ComfyUI IMAGE values, passed to the core as ``input_range``.
+IMAGE_RANGE = (0.0, 1.0)
+
+
+def model_management():
+    import comfy.model_management as mm
+
+    return mm
+
+
+def folder_paths():
+    import folder_paths as fp
+
+    return fp
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+@contextlib.contextmanager
+def node_errors(display_name: str) -> Iterator[None]:
+    """Prefix the message of user-facing errors with the node's display name.
+
+    ``ValueError`` (bad input, wrong or corrupt checkpoint, no face), ``FileNotFoundError``
+    (missing model) and ``ImportError`` (missing optional package) keep their type and traceback;
+    interruption, out-of-memory and other errors pass untouched.
+    """
+    try:
+        yield
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        msg = str(exc)
+        if not msg.startswith(display_name):
+            new = f"{display_name}: {msg}"
+            exc.args = (new,) + tuple(exc.args[1:])
+            if isinstance(exc, ImportError):
+                exc.msg = new
+        raise
+
+
+# ---------------------------------------------------------------------------------------------- tensors
+
+
+def image_to_frames(image: torch.Tensor, input_name: str = "images") -> torch.Tensor:
+    """ComfyUI IMAGE ``[B, H, W, C]`` -> core frames ``[B, 3, H, W]`` (a view where possible, range [0, 1])."""
+    from ..vtoonify_core.pipeline import InputError
+
+    if not isinstance(image, torch.Tensor):
+        raise InputError(input_name, f"expected an IMAGE tensor, got {type(image).__name__}.")
+    if image.ndim == 3:
+        image = image.unsqueeze(0)
+    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        raise InputError(input_name, f"expected an IMAGE [B, H, W, 3], got shape {tuple(image.shape)}.")
+    if not image.is_floating_point():
+        image = image.float() / 255.0
+    if image.shape[-1] == 4:
+        image = image[..., :3]
+    elif image.shape[-1] == 1:
+        image = image.expand(*image.shape[:-1], 3)
+    return image.permute(0, 3, 1, 2)
+
+
+def image_to_uint8(image: torch.Tensor, index: int = 0):
+    """One image of an IMAGE batch as an ``(H, W, 3)`` uint8 RGB numpy array."""
+    x = image_to_frames(image, "image")[index]
+    return (x.float() * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def output_device() -> torch.device:
+    return model_management().intermediate_device()
+
+
+def output_dtype() -> torch.dtype:
+    fn = getattr(model_management(), "intermediate_dtype", None)
+    return fn() if callable(fn) else torch.float32
+
+
+def unit_to_image(x: torch.Tensor) -> torch.Tensor:
+    """Core ``[B, 3, H, W]`` in [0, 1] -> IMAGE ``[B, H, W, 3]`` on the intermediate device."""
+    return x.permute(0, 2, 3, 1).to(output_device(), output_dtype()).contiguous()
+
+
+def signed_to_image(x: torch.Tensor) -> torch.Tensor:
+    """Core ``[B, 3, H, W]`` in [-1, 1] -> IMAGE ``[B, H, W, 3]`` in [0, 1]."""
+    return unit_to_image(((x.float() + 1.0) * 0.5).clamp_(0.0, 1.0))
+
+
+def uint8_to_image(arr) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> IMAGE ``[1, H, W, 3]``."""
+    t = torch.from_numpy(arr.copy()).float().div_(255.0)[None]
+    return t.to(output_device(), output_dtype())
+
+
+def to_mask(x: torch.Tensor) -> torch.Tensor:
+    """Core ``[B, H, W]`` in [0, 1] -> MASK on the intermediate device."""
+    return x.to(output_device(), torch.float32).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------- run-time hooks
+
+
+def progress(total: int) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback driving a ComfyUI progress bar."""
+    from comfy.utils import ProgressBar
+
+    bar = ProgressBar(total)
+
+    def update(done: int, tot: int) -> None:
+        bar.update_absolute(done, tot)
+
+    return update
+
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's interruption exception if the user pressed Cancel."""
+    model_management().throw_exception_if_processing_interrupted()
+
+
+def on_oom(new_size: int) -> None:
+    """After an out-of-memory error: give cached allocator blocks back."""
+    try:
+        model_management().soft_empty_cache()
+    except Exception:  # pragma: no cover - best effort
+        logger.debug("soft_empty_cache failed", exc_info=True)
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` (ComfyUI's device), ``cuda``, ``mps`` or ``cpu``; refuses an unavailable one."""
+    from ..vtoonify_core.pipeline import InputError
+
+    if choice == "auto":
+        return torch.device(model_management().get_torch_device())
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("device", "CUDA is not available in this ComfyUI (no NVIDIA GPU or a CPU-only PyTorch): "
+                                       "choose auto or cpu.")
+        dev = torch.device(model_management().get_torch_device())
+        return dev if dev.type == "cuda" else torch.device("cuda")
+    if choice == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError("device", "Apple MPS is not available on this machine: choose auto or cpu.")
+        return torch.device("mps")
+    raise InputError("device", f"unknown device {choice!r}; use auto, cuda, mps or cpu.")
+
+
+def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp16 on CUDA where ComfyUI considers fp16 fast, else fp32; or the named precision."""
+    from ..vtoonify_core.pipeline import resolve_dtype as core_resolve
+
+    if choice == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        fn = getattr(model_management(), "should_use_fp16", None)
+        try:
+            return torch.float16 if (fn is None or fn(device)) else torch.float32
+        except Exception:  # pragma: no cover - older signatures
+            return torch.float16
+    return core_resolve(choice, device)
+
+
+def patching_supported(device: torch.device) -> bool:
+    """Whether ComfyUI's model management can hold a network for ``device`` (an accelerator)."""
+    if device.type == "cpu":
+        return False
+    try:
+        import comfy.model_patcher as mp
+
+        mm = model_management()
+        return hasattr(mp, "ModelPatcher") and hasattr(mm, "load_models_gpu") and hasattr(mm, "unet_offload_device")
+    except Exception:
+        return False
+
+
+def make_patcher(module: torch.nn.Module, device: torch.device):
+    """A ComfyUI model patcher for ``module`` on an accelerator (``None`` on CPU or without support).
+
+    With a patcher ComfyUI moves the weights to the GPU when a node needs them and back to the
+    offload device when other models need the memory.
+    """
+    if device.type == "cpu":
+        return None
+    try:
+        import comfy.model_patcher as mp
+
+        cls = getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher
+        return cls(module, load_device=device, offload_device=model_management().unet_offload_device())
+    except Exception:  # older/newer ComfyUI without a usable patcher: plain device placement
+        logger.debug("VToonify: no ComfyUI model patcher, models stay on %s", device, exc_info=True)
+        return None
+
+
+def load_patchers(patchers: list, memory_required: int = 0) -> None:
+    """Ask ComfyUI to put these patchers' models on their device, freeing other models if needed."""
+    if not patchers:
+        return
+    mm = model_management()
+    try:
+        mm.load_models_gpu(patchers, memory_required=int(memory_required), force_full_load=True)
+    except TypeError:  # ComfyUI without force_full_load
+        mm.load_models_gpu(patchers, memory_required=int(memory_required))
+
+
+def release_patcher(patcher) -> None:
+    """Unload one patcher's model from ComfyUI's list of loaded models (weights to the offload device)."""
+    if patcher is None:
+        return
+    try:
+        mm = model_management()
+        loaded = getattr(mm, "current_loaded_models", None)
+        if loaded is not None:
+            for i in range(len(loaded) - 1, -1, -1):
+                if getattr(loaded[i], "model", None) is patcher:
+                    entry = loaded.pop(i)
+                    try:
+                        entry.model_unload()
+                    except Exception:
+                        patcher.detach()
+        else:
+            patcher.detach()
+    except Exception:  # pragma: no cover - best effort
+        logger.debug("VToonify: could not release a model patcher", exc_info=True)

@@ -1,0 +1,59 @@
+"""Extract Style Code: the W+ style code of a face (pSp), with the exemplar style of VToonify-D."""
+from __future__ import annotations
+
+from . import _comfy, cache
+
+DISPLAY_NAME = "Extract Style Code"
+
+
+class ExtractStyleCode:
+    """Detects and aligns the face in an image and encodes it into the W+ style code VToonify uses."""
+
+    CATEGORY = "VToonify"
+    FUNCTION = "extract"
+    RETURN_TYPES = ("VTOONIFY_STYLE", "IMAGE", "STRING")
+    RETURN_NAMES = ("style", "aligned_face", "style_info")
+    OUTPUT_TOOLTIPS = (
+        "The W+ style code (with the backbone, style id/name and colour transfer that made it).",
+        "The FFHQ-aligned 256x256 face that was encoded (preview).",
+        "What the code is: backbone, exemplar style id and name (VToonify-D), colour transfer.",
+    )
+    DESCRIPTION = ("Detects the face in the first image (a frame of the clip or any portrait), crops and aligns it "
+                   "as the official code does, encodes it with pSp and maps it to W+. For VToonify-D the structure "
+                   "layers come from exemplar style_id; with color_transfer the exemplar's colours are used too.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vtoonify_model": ("VTOONIFY_MODEL", {"tooltip": "From Load VToonify Model."}),
+                "image": ("IMAGE", {"tooltip": "A portrait; the first image of the batch is used."}),
+                "style_id": ("INT", {
+                    "default": 26, "min": 0, "max": 9999, "step": 1,
+                    "tooltip": "VToonify-D: index of the exemplar style (0..N-1, N depends on the checkpoint: e.g. "
+                               "317 cartoon, 199 caricature, 100 arcane styles). Its name is given in style_info. "
+                               "Ignored by VToonify-T."}),
+                "color_transfer": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "VToonify-D: take the exemplar's colours as well (best with a colour-transfer "
+                               "checkpoint such as vtoonify_s_d_c.pt). Ignored by VToonify-T."}),
+            }
+        }
+
+    def extract(self, vtoonify_model, image, style_id=26, color_transfer=False):
+        from ..vtoonify_core.pipeline import InputError, style_from_image, validate_frames
+
+        with _comfy.node_errors(DISPLAY_NAME):
+            frames = _comfy.image_to_frames(image, "image")
+            validate_frames(frames, "image")
+            model = vtoonify_model
+            if not hasattr(model, "generator"):
+                raise InputError("vtoonify_model", "connect the VTOONIFY_MODEL output of Load VToonify Model.")
+            img = _comfy.image_to_uint8(image, 0)
+            cache.ensure_on_device([model.generator, model.encoder], model.device)
+            style, aligned = style_from_image(model, img, int(style_id), bool(color_transfer))
+            return (style, _comfy.uint8_to_image(aligned), style.describe())
+
+
+NODE_CLASS_MAPPINGS = {"VToonifyExtractStyle": ExtractStyleCode}
+NODE_DISPLAY_NAME_MAPPINGS = {"VToonifyExtractStyle": DISPLAY_NAME}

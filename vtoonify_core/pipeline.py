@@ -1,0 +1,982 @@
+"""The VToonify pipeline end to end: model bundle, style codes, parsing, chunked stylization.
+
+This is the glue the ComfyUI nodes call; it is pure PyTorch/numpy (no ComfyUI import) and can be
+used alone::
+
+    model = load_model("vtoonify_d_cartoon/vtoonify_s_d.pt", "encoder.pt", "faceparsing.pth",
+                       device="cuda", dtype=torch.float16)          # exstyle_code.npy found beside
+    style, aligned = style_from_image(model, portrait_uint8, style_id=26)
+    out = stylize(model, frames, style, d_s=0.5)                   # [B,3,4H,4W] in [-1, 1]
+
+Conventions:
+
+* *frames* are ``[B, 3, H, W]`` tensors. Float frames are in ``input_range`` (default
+  ``(-1, 1)``, the official normalisation; ComfyUI images are ``(0, 1)``); ``uint8`` frames are
+  0..255. They are converted to ``[-1, 1]`` in the model's dtype one chunk at a time, so a view
+  of a large clip (e.g. ``image.permute(0, 3, 1, 2)``) is never copied whole.
+* outputs of :func:`stylize` are float32 in ``[-1, 1]`` (clamped, as the official code does),
+  4x the input size, on ``output_device`` (CPU by default), filled chunk by chunk.
+* parsing maps are the raw BiSeNet logits ``[B, 19, H, W]`` as :func:`~vtoonify_core.bisenet.parse_frames`
+  computes them (2x bilinear up, parse, nearest 0.5x down); VToonify receives them divided by 16.
+
+Bad input raises :class:`InputError` (a ``ValueError``) whose message names the input (as the
+nodes call it) and says what to do.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .bisenet import N_CLASSES, parse_frames
+from .exstyle import ExStyles
+
+logger = logging.getLogger("vtoonify")
+
+PathLike = Union[str, Path]
+DeviceLike = Union[str, torch.device]
+Progress = Callable[[int, int], None]
+
+#: Backbone names (``VToonify.backbone``) and how they are shown.
+BACKBONE_NAMES = {"toonify": "VToonify-T", "dualstylegan": "VToonify-D"}
+#: VToonify's output is this many times its input.
+SCALE = 4
+#: Height and width of VToonify's input must be multiples of this.
+MULTIPLE = 8
+#: Parsing logits are divided by this before entering VToonify (official weight 1/16).
+PARSING_WEIGHT = 16.0
+#: W+ layers taken from the exemplar for the structure (official ``s_w[:, :7] = exstyle[:, :7]``).
+STRUCTURE_LAYERS = 7
+#: Size of the FFHQ-aligned pSp input.
+ALIGNED_SIZE = 256
+#: Official crop padding (left, right, top, bottom) around the eye centre, in rescaled pixels.
+DEFAULT_FACE_PADDING = 200
+#: Names of the precisions accepted by :func:`resolve_dtype`.
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+#: The 19 CelebAMask-HQ classes of the BiSeNet face parser, in channel order.
+CLASS_NAMES = (
+    "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
+    "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
+)
+#: Classes grouped the way a user picks them (group name -> class indices).
+CLASS_GROUPS = {
+    "skin": (1,), "brows": (2, 3), "eyes": (4, 5), "eyeglasses": (6,), "ears": (7, 8), "earrings": (9,),
+    "nose": (10,), "mouth": (11,), "lips": (12, 13), "neck": (14,), "necklace": (15,), "cloth": (16,),
+    "hair": (17,), "hat": (18,), "background": (0,),
+}
+#: A colour per class (RGB 0..255) for the colour-coded parsing image.
+CLASS_COLORS = (
+    (0, 0, 0), (204, 153, 119), (120, 60, 20), (150, 80, 30), (40, 120, 255), (20, 80, 220), (250, 250, 90),
+    (255, 120, 160), (230, 90, 140), (255, 215, 0), (255, 140, 0), (110, 0, 30), (235, 40, 60), (190, 20, 50),
+    (60, 200, 120), (0, 220, 220), (130, 130, 220), (90, 50, 150), (160, 160, 160),
+)
+
+
+class InputError(ValueError):
+    """Bad input to the pipeline. ``input_name`` is the input it concerns (node input names)."""
+
+    def __init__(self, input_name: str, message: str):
+        super().__init__(f"{input_name}: {message}")
+        self.input_name = input_name
+
+
+# ----------------------------------------------------------------------------------------------
+# model bundle
+
+
+@dataclass(frozen=True, eq=False)
+class FaceParserModel:
+    """The BiSeNet face parser with the device and dtype it runs in."""
+
+    parser: nn.Module
+    device: torch.device
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True, eq=False)
+class VToonifyModel:
+    """Everything the pipeline needs, loaded on one device in one dtype.
+
+    Attributes:
+        generator: the VToonify network (``backbone`` ``'toonify'`` = VToonify-T or
+            ``'dualstylegan'`` = VToonify-D); ``generator(x, style, d_s)`` and
+            ``generator.zplus2wplus(z)``.
+        encoder: the pSp style encoder, ``[B,3,256,256]`` in [-1, 1] -> z+ ``[B,18,512]``.
+        parser: the BiSeNet face parser.
+        exstyles: exemplar z+ codes of VToonify-D (``None`` for VToonify-T, or when not loaded).
+        device, dtype: where and in what precision the networks run.
+        sources: file each part was read from (``checkpoint``, ``encoder``, ``parser``, ``exstyle``).
+    """
+
+    generator: nn.Module
+    encoder: Optional[nn.Module]
+    parser: nn.Module
+    exstyles: Optional[ExStyles]
+    device: torch.device
+    dtype: torch.dtype
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def backbone(self) -> str:
+        """``'toonify'`` (VToonify-T) or ``'dualstylegan'`` (VToonify-D)."""
+        return self.generator.backbone
+
+    @property
+    def kind(self) -> str:
+        """``'VToonify-T'`` or ``'VToonify-D'``."""
+        return BACKBONE_NAMES.get(self.backbone, self.backbone)
+
+    @property
+    def n_styles(self) -> int:
+        """Number of exemplar styles (0 without exemplar codes)."""
+        return 0 if self.exstyles is None else int(self.exstyles.codes.shape[0])
+
+    @property
+    def face_parser(self) -> FaceParserModel:
+        return FaceParserModel(self.parser, self.device, self.dtype)
+
+    def describe(self) -> str:
+        parts = [f"{self.kind} on {self.device} ({str(self.dtype).replace('torch.', '')})"]
+        if self.backbone == "dualstylegan":
+            parts.append(f"{self.n_styles} exemplar styles")
+        return ", ".join(parts)
+
+
+def resolve_dtype(precision: str, device: DeviceLike) -> torch.dtype:
+    """``'auto'`` -> fp16 on CUDA, fp32 elsewhere; ``'fp32'``, ``'fp16'``, ``'bf16'`` as named."""
+    if precision == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if precision not in DTYPES:
+        raise InputError("precision", f"unknown precision {precision!r}; use auto, {', '.join(DTYPES)}.")
+    return DTYPES[precision]
+
+
+def find_exstyle(checkpoint: PathLike) -> Optional[Path]:
+    """The exemplar codes beside a VToonify-D checkpoint (``exstyle_code.npy`` or ``.safetensors``)."""
+    folder = Path(checkpoint).parent
+    for name in ("exstyle_code.npy", "exstyle_code.safetensors"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def load_model(checkpoint: PathLike, encoder: Optional[PathLike], parser: PathLike,
+               exstyle: Union[PathLike, None, str] = "auto", device: DeviceLike = "cpu",
+               dtype: torch.dtype = torch.float32) -> VToonifyModel:
+    """Load the whole bundle from files (official ``.pt``/``.pth``/``.npy`` or ``.safetensors``).
+
+    Args:
+        checkpoint: VToonify-T or -D checkpoint (auto-detected).
+        encoder: pSp ``encoder.pt`` (``None``: no style extraction from faces).
+        parser: BiSeNet ``faceparsing.pth``.
+        exstyle: exemplar codes; ``'auto'`` = ``exstyle_code.*`` beside the checkpoint (required
+            for VToonify-D), ``None`` = none. Ignored for VToonify-T.
+        device, dtype: where and how the networks run.
+    """
+    from . import load_face_parser, load_style_encoder, load_vtoonify
+    from .exstyle import load_exstyles
+
+    device = torch.device(device)
+    gen = load_vtoonify(checkpoint, device, dtype)
+    sources = {"checkpoint": str(checkpoint), "parser": str(parser)}
+    styles = None
+    if gen.backbone == "dualstylegan":
+        path = find_exstyle(checkpoint) if exstyle == "auto" else exstyle
+        if path is not None:
+            styles = load_exstyles(path)
+            sources["exstyle"] = str(path)
+    enc = None
+    if encoder is not None:
+        enc = load_style_encoder(encoder, device, dtype)
+        sources["encoder"] = str(encoder)
+    par = load_face_parser(parser, device, dtype)
+    return VToonifyModel(gen, enc, par, styles, device, dtype, sources)
+
+
+# ----------------------------------------------------------------------------------------------
+# frames
+
+
+def validate_frames(frames: Tensor, input_name: str = "images") -> None:
+    """Check a ``[B, 3, H, W]`` frame batch: not empty, three channels, finite values.
+
+    Raises:
+        InputError: naming ``input_name`` and what to do.
+    """
+    if not isinstance(frames, Tensor):
+        raise InputError(input_name, f"expected a tensor of frames, got {type(frames).__name__}.")
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise InputError(input_name, f"expected frames [B, 3, H, W], got shape {tuple(frames.shape)}.")
+    if frames.shape[0] == 0:
+        raise InputError(input_name, "the batch is empty (0 frames): connect a node that outputs at least one image.")
+    if frames.shape[2] == 0 or frames.shape[3] == 0:
+        raise InputError(input_name, f"the frames are empty ({frames.shape[3]}x{frames.shape[2]} px).")
+    if frames.is_floating_point():
+        bad = ~torch.isfinite(frames).flatten(1).all(dim=1)
+        if bool(bad.any()):
+            idx = torch.nonzero(bad).flatten().tolist()
+            raise InputError(input_name, f"frame(s) {_few(idx)} contain NaN or infinite values; fix or drop those "
+                                         f"frames upstream (e.g. a failed decode or a division by zero).")
+
+
+def _few(idx: Sequence[int], n: int = 5) -> str:
+    s = ", ".join(str(i) for i in idx[:n])
+    return s + (f" and {len(idx) - n} more" if len(idx) > n else "")
+
+
+def to_model_range(frames: Tensor, input_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
+    """Frames (float in ``input_range``, or uint8 0..255) as float32 in [-1, 1].
+
+    The result may share memory with ``frames`` (float32 frames already in [-1, 1]).
+    """
+    if frames.dtype == torch.uint8:
+        return frames.float() / 127.5 - 1.0
+    lo, hi = float(input_range[0]), float(input_range[1])
+    if not hi > lo:
+        raise ValueError(f"input_range must be (low, high) with high > low, got {input_range}")
+    x = frames.float()
+    if (lo, hi) == (-1.0, 1.0):
+        return x
+    return (x - lo) * (2.0 / (hi - lo)) - 1.0
+
+
+class Padding(NamedTuple):
+    """Pixels added on each side by :func:`pad_to_multiple`."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+
+def padding_for(height: int, width: int, multiple: int = MULTIPLE, mode: str = "reflect") -> Padding:
+    """The centred padding that brings ``height`` x ``width`` to multiples of ``multiple``.
+
+    Raises:
+        ValueError: ``mode='reflect'`` and a pad is not smaller than the side it mirrors, or
+            ``multiple`` < 1.
+    """
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    ph, pw = (-height) % multiple, (-width) % multiple
+    pad = Padding(ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+    if mode == "reflect" and (max(pad.top, pad.bottom) >= height or max(pad.left, pad.right) >= width):
+        raise ValueError(
+            f"a {width}x{height} frame cannot be padded to a multiple of {multiple} by reflection (it needs "
+            f"{pw} px across and {ph} px down, more than the frame can mirror); use frames of at least "
+            f"{multiple}x{multiple} px")
+    return pad
+
+
+def apply_padding(x: Tensor, pad: Padding, mode: str = "reflect") -> Tensor:
+    """Pad ``[..., H, W]`` by ``pad`` (any leading dimensions; integer tensors go through float)."""
+    if not any(pad):
+        return x
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    lead = x.shape[:-2]
+    flat = x.reshape(-1, 1, h, w)
+    out = F.pad(flat if flat.is_floating_point() else flat.float(), (pad.left, pad.right, pad.top, pad.bottom),
+                mode=mode)
+    return out.to(x.dtype).reshape(*lead, h + pad.top + pad.bottom, w + pad.left + pad.right)
+
+
+def pad_to_multiple(x: Tensor, multiple: int = MULTIPLE, mode: str = "reflect") -> tuple[Tensor, Padding]:
+    """Pad ``[..., H, W]`` so both sides are multiples of ``multiple``, centred (odd pixel at the end).
+
+    ``mode`` is a :func:`torch.nn.functional.pad` mode (``'reflect'`` by default, which needs each
+    pad smaller than the side it mirrors; ``'replicate'`` and ``'constant'`` always work).
+
+    Returns:
+        ``(padded, padding)``; undo with :func:`crop_padding` (``scale=4`` for VToonify's output).
+
+    Raises:
+        ValueError: the frame is too small to pad by reflection, or ``multiple`` < 1.
+    """
+    pad = padding_for(int(x.shape[-2]), int(x.shape[-1]), multiple, mode)
+    return apply_padding(x, pad, mode), pad
+
+
+def crop_padding(y: Tensor, padding: Padding, scale: int = SCALE) -> Tensor:
+    """Undo :func:`pad_to_multiple` on an output ``scale`` times the padded input."""
+    t, b, l, r = (scale * v for v in padding)
+    h, w = y.shape[-2], y.shape[-1]
+    return y[..., t:h - b, l:w - r]
+
+
+def make_inputs(frames: Tensor, parsing: Tensor) -> Tensor:
+    """VToonify's input: ``cat(frames in [-1, 1], parsing logits / 16)`` -> ``[B, 22, H, W]``."""
+    return torch.cat([frames, parsing.to(frames.dtype) / PARSING_WEIGHT], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# chunked execution with out-of-memory back-off
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an accelerator out-of-memory error (CUDA, or MPS/XPU messages)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _empty_device_cache(device: torch.device) -> None:
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        try:
+            torch.mps.empty_cache()
+        except Exception:  # pragma: no cover - MPS only
+            pass
+
+
+def run_chunks(fn: Callable[[int, int], Tensor], total: int, batch_size: int, *, device: torch.device,
+               progress: Optional[Progress] = None, check_interrupt: Optional[Callable[[], None]] = None,
+               on_oom: Optional[Callable[[int], None]] = None, what: str = "frames") -> Iterator[tuple[int, Tensor]]:
+    """Run ``fn(start, stop)`` over ``[0, total)`` in chunks; yield ``(start, result)`` as each completes.
+
+    ``check_interrupt()`` runs before every chunk (it raises to stop). On an out-of-memory error the
+    chunk is halved and retried, and the smaller size is kept for the rest; ``on_oom(new_size)``
+    is called first (e.g. to empty the allocator cache). An OOM on a single frame is re-raised
+    with a note on what to change.
+    """
+    if batch_size < 1:
+        raise InputError("batch_size", f"must be at least 1, got {batch_size}.")
+    size, start = int(batch_size), 0
+    while start < total:
+        if check_interrupt is not None:
+            check_interrupt()
+        stop = min(start + size, total)
+        try:
+            out = fn(start, stop)
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled, everything else re-raised
+            if not is_oom(exc):
+                raise
+            if stop - start <= 1:
+                if hasattr(exc, "add_note"):
+                    exc.add_note(f"VToonify ran out of memory on a single frame on {device}: use smaller frames "
+                                 f"(a smaller face_padding or a downscaled clip), a lower precision (fp16/bf16), "
+                                 f"or free memory used by other models.")
+                raise
+            out = None
+        if out is None:  # out of memory: the exception and its frames are released here
+            n = stop - start
+            size = max(1, n // 2)
+            _empty_device_cache(device)
+            if on_oom is not None:
+                on_oom(size)
+            logger.warning("VToonify: out of memory with %d %s per chunk on %s; retrying with %d", n, what, device, size)
+            continue
+        yield start, out
+        start = stop
+        if progress is not None:
+            progress(start, total)
+
+
+# ----------------------------------------------------------------------------------------------
+# parsing
+
+
+@dataclass(frozen=True, eq=False)
+class FaceParsing:
+    """BiSeNet logits of a clip, ``[T, 19, H, W]`` float32 (as :func:`parse_frames` computes them).
+
+    ``smoothed`` tells whether the maps went through temporal smoothing.
+    """
+
+    logits: Tensor
+    smoothed: bool = False
+
+    def __post_init__(self):
+        if self.logits.ndim != 4 or self.logits.shape[1] != N_CLASSES:
+            raise ValueError(f"face parsing logits must be [T, {N_CLASSES}, H, W], got {tuple(self.logits.shape)}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the maps."""
+        return int(self.logits.shape[2]), int(self.logits.shape[3])
+
+    def __len__(self) -> int:
+        return int(self.logits.shape[0])
+
+
+def parse(parser: FaceParserModel, frames: Tensor, *, input_range: tuple[float, float] = (-1.0, 1.0),
+          batch_size: int = 4, progress: Optional[Progress] = None,
+          check_interrupt: Optional[Callable[[], None]] = None, on_oom: Optional[Callable[[int], None]] = None,
+          output_device: DeviceLike = "cpu") -> FaceParsing:
+    """Parse frames with the official VToonify recipe; logits float32 on ``output_device``."""
+    validate_frames(frames, "images")
+    b, _, h, w = frames.shape
+    out = torch.empty(b, N_CLASSES, h, w, dtype=torch.float32, device=output_device)
+
+    def fn(i: int, j: int) -> Tensor:
+        x = to_model_range(frames[i:j].to(parser.device), input_range).to(parser.dtype)
+        with torch.inference_mode():
+            return parse_frames(parser.parser, x).float()
+
+    for i, y in run_chunks(fn, b, batch_size, device=parser.device, progress=progress,
+                           check_interrupt=check_interrupt, on_oom=on_oom):
+        out[i:i + y.shape[0]] = y.to(output_device)
+    return FaceParsing(out)
+
+
+def resolve_classes(selection: Union[Sequence[Union[int, str]], None]) -> list[int]:
+    """Class indices from indices, class names (``'l_eye'``) or group names (``'eyes'``).
+
+    Raises:
+        InputError: unknown names or indices.
+    """
+    out: list[int] = []
+    for item in selection or ():
+        if isinstance(item, (int, np.integer)) and 0 <= int(item) < N_CLASSES:
+            idx = [int(item)]
+        elif isinstance(item, str) and item in CLASS_GROUPS:
+            idx = list(CLASS_GROUPS[item])
+        elif isinstance(item, str) and item in CLASS_NAMES:
+            idx = [CLASS_NAMES.index(item)]
+        else:
+            raise InputError("classes", f"unknown face class {item!r}; use 0..18, a class "
+                                        f"({', '.join(CLASS_NAMES)}) or a group ({', '.join(CLASS_GROUPS)}).")
+        out.extend(i for i in idx if i not in out)
+    return out
+
+
+def class_mask(parsing: FaceParsing, classes: Sequence[Union[int, str]], chunk: int = 16) -> Tensor:
+    """Soft mask ``[T, H, W]`` in [0, 1]: the summed softmax probability of the chosen classes."""
+    idx = resolve_classes(classes)
+    t, _, h, w = parsing.logits.shape
+    out = torch.zeros(t, h, w, dtype=torch.float32, device=parsing.logits.device)
+    if not idx:
+        return out
+    for i in range(0, t, chunk):
+        prob = torch.softmax(parsing.logits[i:i + chunk].float(), dim=1)
+        out[i:i + chunk] = prob[:, idx].sum(dim=1).clamp_(0.0, 1.0)
+    return out
+
+
+def color_map(parsing: FaceParsing, chunk: int = 16) -> Tensor:
+    """Colour-coded classes (argmax), ``[T, 3, H, W]`` float32 in [0, 1] (see :data:`CLASS_COLORS`)."""
+    t, _, h, w = parsing.logits.shape
+    palette = torch.tensor(CLASS_COLORS, dtype=torch.float32, device=parsing.logits.device) / 255.0
+    out = torch.empty(t, 3, h, w, dtype=torch.float32, device=parsing.logits.device)
+    for i in range(0, t, chunk):
+        labels = parsing.logits[i:i + chunk].argmax(dim=1)
+        out[i:i + chunk] = palette[labels].permute(0, 3, 1, 2)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# style codes
+
+
+@dataclass(frozen=True, eq=False)
+class StyleCode:
+    """A W+ style code and what made it.
+
+    Attributes:
+        wplus: ``[1, 18, 512]`` float32 (CPU).
+        backbone: ``'toonify'`` or ``'dualstylegan'``: the model family it is for.
+        style_id, style_name: the exemplar style (VToonify-D), else ``None``.
+        color_transfer: whether the exemplar's colours are used (VToonify-D).
+    """
+
+    wplus: Tensor
+    backbone: str
+    style_id: Optional[int] = None
+    style_name: Optional[str] = None
+    color_transfer: bool = False
+
+    def describe(self) -> str:
+        kind = BACKBONE_NAMES.get(self.backbone, self.backbone)
+        if self.backbone != "dualstylegan":
+            return f"{kind} style code (from the face)"
+        colour = "exemplar colours" if self.color_transfer else "colours of the face"
+        return f"{kind} exemplar style {self.style_id} ({self.style_name}), {colour}"
+
+
+def _check_style_id(model: VToonifyModel, style_id: int) -> int:
+    if model.exstyles is None or model.n_styles == 0:
+        raise InputError("style_id", "this VToonify-D model has no exemplar style codes: choose exstyle_code.npy "
+                                     "(or 'auto' with the file beside the checkpoint) in Load VToonify Model.")
+    n = model.n_styles
+    if isinstance(style_id, bool) or not isinstance(style_id, (int, np.integer)) or not 0 <= int(style_id) < n:
+        raise InputError("style_id", f"{style_id!r} is out of range: the checkpoint has {n} styles, use 0..{n - 1}.")
+    return int(style_id)
+
+
+def exemplar_wplus(model: VToonifyModel, style_id: int) -> Tensor:
+    """W+ of exemplar ``style_id``: ``zplus2wplus(exstyle[style_id])``, ``[1, 18, 512]`` float32 CPU."""
+    i = _check_style_id(model, style_id)
+    z = model.exstyles.codes[i:i + 1].to(model.device, model.dtype)
+    with torch.inference_mode():
+        return model.generator.zplus2wplus(z).float().cpu()
+
+
+def encode_face(model: VToonifyModel, aligned: Union[Tensor, np.ndarray]) -> Tensor:
+    """pSp z+ of an FFHQ-aligned face mapped to W+: ``zplus2wplus(pSp(aligned))``, ``[1,18,512]`` float32 CPU.
+
+    ``aligned`` is a ``(256, 256, 3)`` uint8 RGB array or a ``[1, 3, 256, 256]`` tensor in [-1, 1].
+    """
+    if model.encoder is None:
+        raise InputError("vtoonify_model", "no pSp style encoder is loaded: pick encoder.pt in Load VToonify Model.")
+    if isinstance(aligned, np.ndarray):
+        if aligned.shape != (ALIGNED_SIZE, ALIGNED_SIZE, 3) or aligned.dtype != np.uint8:
+            raise InputError("image", f"the aligned face must be 256x256x3 uint8, got {aligned.shape} {aligned.dtype}.")
+        x = torch.from_numpy(np.ascontiguousarray(aligned)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    else:
+        x = aligned
+    with torch.inference_mode():
+        z = model.encoder(x.to(model.device, model.dtype))
+        return model.generator.zplus2wplus(z).float().cpu()
+
+
+def extract_style(model: VToonifyModel, aligned: Union[Tensor, np.ndarray, None], style_id: int = 0,
+                  color_transfer: bool = False) -> StyleCode:
+    """The official W+ rule.
+
+    ``s_w = zplus2wplus(pSp(aligned))``; for VToonify-D with exemplar ``e = zplus2wplus(exstyle[style_id])``:
+    ``s_w = e`` with colour transfer, else ``s_w[:, :7] = e[:, :7]``. For VToonify-T ``style_id`` and
+    ``color_transfer`` are ignored. ``aligned`` may be ``None`` only for D with colour transfer
+    (the face does not enter the code then).
+    """
+    if model.backbone != "dualstylegan":
+        if aligned is None:
+            raise InputError("image", "a face is needed to make a VToonify-T style code.")
+        return StyleCode(encode_face(model, aligned), model.backbone)
+    sid = _check_style_id(model, style_id)
+    name = model.exstyles.names[sid]
+    ex = exemplar_wplus(model, sid)
+    if color_transfer:
+        return StyleCode(ex, model.backbone, sid, name, True)
+    if aligned is None:
+        raise InputError("image", "a face is needed unless color_transfer is on.")
+    s_w = encode_face(model, aligned).clone()
+    s_w[:, :STRUCTURE_LAYERS] = ex[:, :STRUCTURE_LAYERS]
+    return StyleCode(s_w, model.backbone, sid, name, False)
+
+
+def prepare_style_image(image: np.ndarray, *, backend="dlib", face_padding: int = DEFAULT_FACE_PADDING
+                        ) -> tuple[np.ndarray, object]:
+    """Detect the face, crop it the official way (eyes 64 px apart) and FFHQ-align it for pSp.
+
+    As the official pipeline: the frame is rescaled and cropped around the eyes
+    (:func:`~vtoonify_core.crop.official_crop`), landmarks are found again in the crop, and the
+    crop is aligned to 256x256. If the face is not found again in the crop, the first landmarks
+    mapped into the crop are used.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+
+    Returns:
+        ``(aligned (256, 256, 3) uint8, face)`` with the face found in ``image``.
+
+    Raises:
+        NoFaceError: no face in the image.
+    """
+    from .align import align_face
+    from .crop import official_crop
+    from .faces import NoFaceError, detect_faces, no_face_message
+
+    faces = detect_faces(image, backend=backend)
+    if not faces:
+        raise NoFaceError(no_face_message("the image"))
+    face = faces[0]
+    pad = (int(face_padding),) * 4
+    try:
+        crop, geo = official_crop(image, face.landmarks, pad)
+    except ValueError as exc:
+        raise InputError("image", f"cannot crop the face: {exc}.") from None
+    mapped = geo.to_crop(face.landmarks)
+    again = detect_faces(crop, backend=backend)
+    landmarks = mapped
+    if again:
+        centre = mapped[36:48].mean(axis=0)
+        best = min(again, key=lambda f: float(np.hypot(*(f.landmarks[36:48].mean(axis=0) - centre))))
+        eye_dist = float(np.hypot(*(mapped[42:48].mean(0) - mapped[36:42].mean(0))))
+        if float(np.hypot(*(best.landmarks[36:48].mean(axis=0) - centre))) < eye_dist:
+            landmarks = best.landmarks
+    return align_face(crop, landmarks, ALIGNED_SIZE), face
+
+
+def style_from_image(model: VToonifyModel, image: np.ndarray, style_id: int = 0, color_transfer: bool = False,
+                     *, backend="dlib") -> tuple[StyleCode, np.ndarray]:
+    """Face in ``image`` (uint8 RGB) -> (:class:`StyleCode`, aligned 256x256 uint8 crop).
+
+    Arguments are checked before the (slow) detection and encoding.
+    """
+    skip_face = model.backbone == "dualstylegan" and color_transfer
+    if model.backbone == "dualstylegan":
+        _check_style_id(model, style_id)
+    if model.encoder is None and not skip_face:
+        raise InputError("vtoonify_model", "no pSp style encoder is loaded: pick encoder.pt in Load VToonify Model.")
+    aligned, _ = prepare_style_image(image, backend=backend)
+    return extract_style(model, None if skip_face else aligned, style_id, color_transfer), aligned
+
+
+def check_style(model: VToonifyModel, style: StyleCode) -> None:
+    """Refuse a style code made for another kind of model, or of the wrong shape."""
+    if not isinstance(style, StyleCode):
+        raise InputError("style", f"expected a VToonify style code, got {type(style).__name__}: connect "
+                                  f"Extract Style Code.")
+    if style.backbone != model.backbone:
+        raise InputError("style", f"this style code was made with a {BACKBONE_NAMES.get(style.backbone, style.backbone)} "
+                                  f"model but the model is {model.kind}: extract the style with the same "
+                                  f"Load VToonify Model output that feeds this node.")
+    n = getattr(model.generator, "n_latent", 18)
+    if style.wplus.ndim != 3 or tuple(style.wplus.shape[1:]) != (n, 512) or style.wplus.shape[0] != 1:
+        raise InputError("style", f"the W+ code must be [1, {n}, 512], got {tuple(style.wplus.shape)}.")
+    if not bool(torch.isfinite(style.wplus).all()):
+        raise InputError("style", "the W+ code contains NaN or infinite values.")
+
+
+# ----------------------------------------------------------------------------------------------
+# stylization
+
+
+def _check_degree(d_s: float) -> float:
+    d_s = float(d_s)
+    if not math.isfinite(d_s) or not 0.0 <= d_s <= 1.0:
+        raise InputError("style_degree", f"must be between 0 and 1, got {d_s}.")
+    return d_s
+
+
+def _logits(parsing: Union[FaceParsing, Tensor, None], n_frames: int) -> Optional[Tensor]:
+    if parsing is None:
+        return None
+    logits = parsing.logits if isinstance(parsing, FaceParsing) else parsing
+    if not isinstance(logits, Tensor) or logits.ndim != 4 or logits.shape[1] != N_CLASSES:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise InputError("face_parsing", f"expected BiSeNet logits [B, {N_CLASSES}, H, W], got {shape}.")
+    if logits.shape[0] != n_frames:
+        raise InputError("face_parsing", f"holds {logits.shape[0]} frames but there are {n_frames} images: parse "
+                                         f"the same frames that are stylized.")
+    return logits
+
+
+def _check_common(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float, batch_size: int) -> float:
+    validate_frames(frames, "images")
+    check_style(model, style)
+    if batch_size < 1:
+        raise InputError("batch_size", f"must be at least 1, got {batch_size}.")
+    return _check_degree(d_s) if model.backbone == "dualstylegan" else float(d_s)
+
+
+def _run(model: VToonifyModel, n: int, load: Callable[[int, int], Tensor],
+         parsing: Optional[Callable[[int, int], Tensor]], style: StyleCode, d_s: float, batch_size: int,
+         progress, check_interrupt, on_oom, output_device, emit: Callable[[int, Tensor], None]) -> None:
+    s_w = style.wplus.to(model.device, model.dtype)
+
+    def fn(i: int, j: int) -> Tensor:
+        x = load(i, j)
+        with torch.inference_mode():
+            x_p = parse_frames(model.parser, x) if parsing is None else parsing(i, j)
+            y = model.generator(make_inputs(x, x_p), s_w.expand(j - i, -1, -1), d_s=d_s)
+            return y.float().clamp_(-1.0, 1.0).to(output_device)
+
+    for i, y in run_chunks(fn, n, batch_size, device=model.device, progress=progress,
+                           check_interrupt=check_interrupt, on_oom=on_oom):
+        emit(i, y)
+
+
+def stylize(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float = 0.5,
+            parsing: Union[FaceParsing, Tensor, None] = None, batch_size: int = 4,
+            progress: Optional[Progress] = None, check_interrupt: Optional[Callable[[], None]] = None, *,
+            input_range: tuple[float, float] = (-1.0, 1.0), output_device: DeviceLike = "cpu",
+            on_oom: Optional[Callable[[int], None]] = None,
+            sink: Optional[Callable[[int, Tensor], None]] = None) -> Optional[Tensor]:
+    """Toonify frames in chunks: ``clamp(generator(cat(x, parse(x) / 16), s_w, d_s), -1, 1)``.
+
+    Args:
+        model: the bundle (computation runs on ``model.device`` in ``model.dtype``).
+        frames: ``[B, 3, H, W]``, H and W multiples of 8; float in ``input_range`` (default
+            [-1, 1], the official normalisation) or uint8 0..255. Any device; each chunk is
+            moved to the model's device.
+        style: from :func:`extract_style`; must match the model's backbone.
+        d_s: style degree in [0, 1] (VToonify-D; ignored by VToonify-T).
+        parsing: BiSeNet logits ``[B, 19, H, W]`` (e.g. temporally smoothed); parsed per chunk
+            when ``None`` (:func:`~vtoonify_core.bisenet.parse_frames`).
+        batch_size: frames per chunk; halved on out-of-memory errors (and kept halved).
+        progress: ``progress(frames_done, total)`` after each chunk.
+        check_interrupt: called before each chunk; raise to stop.
+        output_device: where the result is gathered; each chunk is moved there as it completes,
+            so a long clip never holds more than one chunk of intermediates on the model's device.
+        on_oom: called with the new chunk size after an out-of-memory error.
+        sink: if given, ``sink(start, chunk)`` receives each finished chunk (float32 in [-1, 1]
+            on ``output_device``) and nothing is gathered (returns ``None``).
+
+    Returns:
+        ``[B, 3, 4H, 4W]`` float32 in [-1, 1] (clamped) on ``output_device``, or ``None`` with ``sink``.
+    """
+    d_s = _check_common(model, frames, style, d_s, batch_size)
+    b, _, h, w = frames.shape
+    if h % MULTIPLE or w % MULTIPLE:
+        raise InputError("images", f"VToonify needs frame sides that are multiples of {MULTIPLE}, got {w}x{h}: pad "
+                                   f"them (crop mode 'whole frame (pad to 8)') or crop them.")
+    logits = _logits(parsing, b)
+    if logits is not None and tuple(logits.shape[2:]) != (h, w):
+        raise InputError("face_parsing", f"maps are {logits.shape[3]}x{logits.shape[2]} but the frames are {w}x{h}: "
+                                         f"parse the same frames that are stylized.")
+    out = None if sink is not None else torch.empty(b, 3, SCALE * h, SCALE * w, dtype=torch.float32,
+                                                    device=output_device)
+
+    def load(i: int, j: int) -> Tensor:
+        return to_model_range(frames[i:j].to(model.device), input_range).to(model.dtype)
+
+    def emit(i: int, y: Tensor) -> None:
+        if sink is not None:
+            sink(i, y)
+        else:
+            out[i:i + y.shape[0]] = y
+
+    parse_fn = None if logits is None else (lambda i, j: logits[i:j].to(model.device))
+    _run(model, b, load, parse_fn, style, d_s, batch_size, progress, check_interrupt, on_oom, output_device, emit)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# whole clips: the official face crop, or the whole frame padded to multiples of 8
+
+
+CROP_MODES = ("face", "whole")
+
+
+@dataclass(frozen=True, eq=False)
+class ClipPlan:
+    """How a clip is fed to VToonify.
+
+    Attributes:
+        mode: ``'face'`` (official crop) or ``'whole'`` (whole frame padded to multiples of 8).
+        source_size: ``(H, W)`` of the input frames.
+        input_size: ``(h, w)`` of what VToonify receives (the crop, or the padded frame).
+        crops: face mode: the uint8 crops ``[B, 3, h, w]``; whole mode: ``None`` (frames are
+            padded chunk by chunk).
+        geometry: face mode: the :class:`~vtoonify_core.crop.CropGeometry`.
+        padding: whole mode: the :class:`Padding`.
+        reference_index: face mode: the frame whose face set the crop.
+    """
+
+    mode: str
+    source_size: tuple[int, int]
+    input_size: tuple[int, int]
+    crops: Optional[Tensor] = None
+    geometry: object = None
+    padding: Optional[Padding] = None
+    reference_index: int = 0
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the stylized frames: 4x the crop, or 4x the original frame."""
+        if self.mode == "face":
+            return SCALE * self.input_size[0], SCALE * self.input_size[1]
+        return SCALE * self.source_size[0], SCALE * self.source_size[1]
+
+    def region_mask(self) -> Tensor:
+        """``[H, W]`` float32: where the input frame is covered by the output (1 inside, edges fractional)."""
+        H, W = self.source_size
+        if self.mode != "face":
+            return torch.ones(H, W, dtype=torch.float32)
+        from .crop import paste_back
+
+        geo = self.geometry
+        dummy = np.zeros((geo.crop_height, geo.crop_width, 3), np.uint8)
+        _, mask = paste_back(np.zeros((H, W, 3), np.uint8), dummy, geo)
+        return torch.from_numpy(mask)
+
+    def box(self) -> tuple[int, int, int, int]:
+        """``(x, y, width, height)`` in input pixels of the covered region (mask >= 0.5)."""
+        H, W = self.source_size
+        if self.mode != "face":
+            return 0, 0, W, H
+        m = self.region_mask() >= 0.5
+        rows, cols = torch.nonzero(m.any(1)).flatten(), torch.nonzero(m.any(0)).flatten()
+        if len(rows) == 0:
+            return 0, 0, 0, 0
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        return x0, y0, x1 - x0, y1 - y0
+
+    def load(self, frames: Tensor, i: int, j: int, device: DeviceLike, dtype: torch.dtype,
+             input_range: tuple[float, float]) -> Tensor:
+        """VToonify's frames ``i..j`` in [-1, 1], on ``device`` in ``dtype``."""
+        if self.mode == "face":
+            return to_model_range(self.crops[i:j].to(device)).to(dtype)
+        x = to_model_range(frames[i:j].to(device), input_range)
+        return apply_padding(x, self.padding, "reflect").to(dtype)
+
+    def parsing(self, logits: Tensor, i: int, j: int, device: DeviceLike) -> Tensor:
+        """Parsing logits of frames ``i..j`` at VToonify's input size (see :func:`stylize_clip`)."""
+        lg = logits[i:j].to(device)
+        size = tuple(lg.shape[2:])
+        if self.mode == "whole":
+            return lg if size == self.input_size else apply_padding(lg.float(), self.padding, "reflect")
+        if size != self.source_size:  # already parsed on the crops
+            return lg
+        geo = self.geometry
+        up = F.interpolate(lg.float(), size=(geo.height, geo.width), mode="bilinear", align_corners=False)
+        return up[:, :, geo.top:geo.bottom, geo.left:geo.right]
+
+    def finish(self, y: Tensor) -> Tensor:
+        """A stylized chunk as returned to the caller (whole mode: cropped back to 4x the original)."""
+        if self.mode == "whole":
+            return crop_padding(y, self.padding, SCALE)
+        return y
+
+
+def _frame_uint8(frames: Tensor, i: int, input_range: tuple[float, float]) -> np.ndarray:
+    f = frames[i]
+    if f.dtype != torch.uint8:
+        f = ((to_model_range(f, input_range) + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(f.permute(1, 2, 0).cpu().numpy())
+
+
+def plan_clip(frames: Tensor, mode: str = "face", *, input_range: tuple[float, float] = (-1.0, 1.0),
+              face_padding: int = DEFAULT_FACE_PADDING, backend="dlib") -> ClipPlan:
+    """Decide how a clip is fed to VToonify.
+
+    * ``'face'``: the official rule: the first frame with a face sets the geometry (frame rescaled
+      so the eyes are 64 px apart, a window ``face_padding`` px on each side of the eye centre,
+      sides multiples of 8, pre-blur when shrinking) and every frame is cropped with it, in uint8
+      as the official code does (one frame converted at a time).
+    * ``'whole'``: the whole frame, padded by reflection to multiples of 8 (chunk by chunk); the
+      output is cropped back to 4x the original.
+
+    Raises:
+        InputError: empty batch, NaNs, a frame too small to pad or to crop.
+        NoFaceError: face mode and no face in any frame.
+    """
+    validate_frames(frames, "images")
+    b, _, H, W = frames.shape
+    if mode == "whole":
+        try:
+            pad = padding_for(H, W, MULTIPLE, "reflect")
+        except ValueError as exc:
+            raise InputError("images", f"{exc}.") from None
+        return ClipPlan("whole", (H, W), (H + pad.top + pad.bottom, W + pad.left + pad.right), padding=pad)
+    if mode != "face":
+        raise InputError("crop_mode", f"unknown crop mode {mode!r}; use one of {', '.join(CROP_MODES)}.")
+    if face_padding < MULTIPLE:
+        raise InputError("face_padding", f"must be at least {MULTIPLE} px, got {face_padding}.")
+    from .crop import apply_crop, crop_geometry
+    from .faces import NoFaceError, detect_faces, no_face_message
+
+    pad = (int(face_padding),) * 4
+    geometry, ref, too_small = None, -1, None
+    for i in range(b):
+        img = _frame_uint8(frames, i, input_range)
+        for face in detect_faces(img, backend=backend):
+            try:
+                geometry = crop_geometry(face.landmarks, img.shape, pad)
+                break
+            except ValueError as exc:
+                too_small = exc
+        if geometry is not None:
+            ref = i
+            break
+    if geometry is None:
+        if too_small is not None:
+            raise InputError("images", f"a face was found but cannot be cropped: {too_small}; use crop mode "
+                                       f"'whole frame (pad to 8)' or a larger face_padding.")
+        raise NoFaceError(no_face_message("the image" if b == 1 else f"any of the {b} frames"))
+    crops = np.empty((b, geometry.crop_height, geometry.crop_width, 3), np.uint8)
+    for i in range(b):
+        crops[i] = apply_crop(_frame_uint8(frames, i, input_range), geometry)
+    return ClipPlan("face", (H, W), geometry.crop_shape, crops=torch.from_numpy(crops).permute(0, 3, 1, 2),
+                    geometry=geometry, reference_index=ref)
+
+
+def stylize_clip(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float = 0.5, *,
+                 crop_mode: str = "face", parsing: Union[FaceParsing, Tensor, None] = None, batch_size: int = 4,
+                 face_padding: int = DEFAULT_FACE_PADDING, input_range: tuple[float, float] = (-1.0, 1.0),
+                 progress: Optional[Progress] = None, check_interrupt: Optional[Callable[[], None]] = None,
+                 on_oom: Optional[Callable[[int], None]] = None, output_device: DeviceLike = "cpu",
+                 sink: Optional[Callable[[int, Tensor], None]] = None, backend="dlib"
+                 ) -> tuple[Optional[Tensor], ClipPlan]:
+    """Crop (face mode) or pad (whole mode) a clip with :func:`plan_clip`, then stylize it.
+
+    Arguments are as for :func:`stylize` (frames of any size). ``parsing`` may be at VToonify's
+    input size (the crop / padded frame) or at the input frame size: then it is padded the same
+    way (whole mode), or resized bilinearly and cropped with the face geometry (face mode; for
+    exact official parity leave it ``None``: the crop itself is parsed, as the official code does).
+    All arguments are checked before any face detection.
+
+    Returns:
+        ``(images, plan)``: ``[B, 3, 4h, 4w]`` float32 in [-1, 1] on ``output_device`` (``None``
+        with ``sink``; whole mode chunks are cropped back to 4x the original before they reach
+        ``sink``), and the :class:`ClipPlan` (region mask and box in the input frame).
+    """
+    d_s = _check_common(model, frames, style, d_s, batch_size)
+    b = frames.shape[0]
+    logits = _logits(parsing, b)
+    if logits is not None and tuple(logits.shape[2:]) != tuple(frames.shape[2:]):
+        if crop_mode != "face":
+            raise InputError("face_parsing", f"maps are {logits.shape[3]}x{logits.shape[2]} but the frames are "
+                                             f"{frames.shape[3]}x{frames.shape[2]}: parse the same frames.")
+    plan = plan_clip(frames, crop_mode, input_range=input_range, face_padding=face_padding, backend=backend)
+    if logits is not None and tuple(logits.shape[2:]) not in (plan.source_size, plan.input_size):
+        raise InputError("face_parsing", f"maps are {logits.shape[3]}x{logits.shape[2]} but the frames are "
+                                         f"{plan.source_size[1]}x{plan.source_size[0]} (crop "
+                                         f"{plan.input_size[1]}x{plan.input_size[0]}): parse the same frames.")
+    oh, ow = plan.output_size
+    out = None if sink is not None else torch.empty(b, 3, oh, ow, dtype=torch.float32, device=output_device)
+
+    def emit(i: int, y: Tensor) -> None:
+        y = plan.finish(y)
+        if sink is not None:
+            sink(i, y)
+        else:
+            out[i:i + y.shape[0]] = y
+
+    load = lambda i, j: plan.load(frames, i, j, model.device, model.dtype, input_range)  # noqa: E731
+    parse_fn = None if logits is None else (lambda i, j: plan.parsing(logits, i, j, model.device))
+    _run(model, b, load, parse_fn, style, d_s, batch_size, progress, check_interrupt, on_oom, output_device, emit)
+    return out, plan
+
+
+# ----------------------------------------------------------------------------------------------
+# temporal smoothing of parsing maps
+
+
+def smooth_clip(parsing: FaceParsing, frames: Tensor, *, k: int = 5, sigma_t: float = 5.5, sigma_s: float = 0.2,
+                flow="dis", input_range: tuple[float, float] = (-1.0, 1.0), chunk_size: int = 32,
+                progress: Optional[Progress] = None, check_interrupt: Optional[Callable[[], None]] = None
+                ) -> FaceParsing:
+    """Smooth parsing maps over time (:func:`~vtoonify_core.temporal.smooth_parsing`), chunk by chunk.
+
+    Each chunk of ``chunk_size`` output frames is computed from its frames plus ``k`` frames of
+    context on each side (identical to the one-shot result); frames are converted to [-1, 1] one
+    chunk at a time and ``check_interrupt`` runs between chunks.
+    """
+    from .temporal import chunk_with_context, smooth_parsing
+
+    if not isinstance(parsing, FaceParsing):
+        raise InputError("face_parsing", f"expected FACE_PARSING (from Face Parse), got {type(parsing).__name__}.")
+    validate_frames(frames, "images")
+    t = len(parsing)
+    if frames.shape[0] != t:
+        raise InputError("images", f"{frames.shape[0]} images but the parsing holds {t} frames: give the frames "
+                                   f"that were parsed.")
+    if tuple(frames.shape[2:]) != parsing.size:
+        raise InputError("images", f"the images are {frames.shape[3]}x{frames.shape[2]} but the parsing maps "
+                                   f"{parsing.size[1]}x{parsing.size[0]}: give the frames that were parsed.")
+    for name, v in (("sigma_t", sigma_t), ("sigma_s", sigma_s)):
+        if not float(v) > 0:
+            raise InputError(name, f"must be > 0, got {v}.")
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise InputError("k", f"must be a whole number >= 0, got {k}.")
+    k = int(k)
+    out = torch.empty_like(parsing.logits)
+    for cs, ce, os_, oe in chunk_with_context(t, max(1, int(chunk_size)), k):
+        if check_interrupt is not None:
+            check_interrupt()
+        f = to_model_range(frames[cs:ce], input_range)
+        out[os_:oe] = smooth_parsing(parsing.logits[cs:ce], f, k, sigma_t, sigma_s, flow,
+                                     out_range=(os_ - cs, oe - cs)).to(out.dtype)
+        if progress is not None:
+            progress(oe, t)
+    return FaceParsing(out, smoothed=True)
