@@ -165,17 +165,20 @@ def resolve_device(choice: str) -> torch.device:
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """``auto``: fp16 on CUDA where ComfyUI considers fp16 fast, else fp32; or the named precision."""
+    """``auto``: on CUDA what ComfyUI considers fast (bf16, else fp16, else fp32); elsewhere the
+    core's choice (bf16 on AMX CPUs, else fp32); or the named precision."""
     from ..vtoonify_core.pipeline import resolve_dtype as core_resolve
 
-    if choice == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        fn = getattr(model_management(), "should_use_fp16", None)
-        try:
-            return torch.float16 if (fn is None or fn(device)) else torch.float32
-        except Exception:  # pragma: no cover - older signatures
-            return torch.float16
+    if choice == "auto" and device.type == "cuda":
+        mm = model_management()
+        for name, dtype in (("should_use_bf16", torch.bfloat16), ("should_use_fp16", torch.float16)):
+            fn = getattr(mm, name, None)
+            try:
+                if fn is not None and fn(device):
+                    return dtype
+            except Exception:  # pragma: no cover - older ComfyUI signatures
+                continue
+        return torch.float32
     return core_resolve(choice, device)
 
 

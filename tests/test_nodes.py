@@ -90,7 +90,7 @@ def loaded_d(pack):
 
 @pytest.fixture(scope="module")
 def loaded_t(pack):
-    return node(pack, "VToonifyLoadModel")(T_CKPT, "encoder.pt", "faceparsing.pth", "auto", "auto", "auto", False)
+    return node(pack, "VToonifyLoadModel")(T_CKPT, "encoder.pt", "faceparsing.pth", "auto", "auto", "fp32", False)
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +248,7 @@ def test_load_detects_d_and_t(loaded_d, loaded_t, core):
     assert next(model_d.generator.parameters()).dtype == torch.float32
     model_t, _ = loaded_t
     assert model_t.backbone == "toonify" and model_t.exstyles is None and model_t.n_styles == 0
-    assert model_t.dtype == torch.float32  # auto on CPU
+    assert model_t.dtype == torch.float32 and model_t.device == torch.device("cpu")  # auto device on CPU
     assert parser_d.parser is model_d.parser
     assert model_t.encoder is model_d.encoder and model_t.parser is model_d.parser  # shared through the cache
 
@@ -717,3 +717,12 @@ def test_cache_eviction_releases_least_recent(pack, state, env):
     lru.get((1,), lambda: cache.Entry("reloaded"))  # hit: 1 becomes most recent
     lru.get((3,), lambda: cache.Entry(3))
     assert [e.value for e in released] == [0, 2] and entries[1].value == 1
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(pack):
+    from vtoonify_core import pipeline
+
+    expected = torch.bfloat16 if pipeline.cpu_has_fast_bf16() else torch.float32
+    assert pipeline.resolve_dtype("auto", "cpu") == expected
+    assert pack.nodes._comfy.resolve_dtype("auto", torch.device("cpu")) == expected
+    assert pipeline.resolve_dtype("fp16", "cpu") == torch.float16

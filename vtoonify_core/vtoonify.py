@@ -121,6 +121,15 @@ class VToonify(nn.Module):
     #: how many baked styles to keep per model
     bake_cache_size: int = 4
 
+    def clear_bake_cache(self) -> None:
+        """Drop the baked decoder weights (they are not buffers, so ``.to()`` would not move them)."""
+        self.__dict__.pop("_bake_cache", None)
+
+    def _apply(self, fn, recurse=True):
+        # any device/dtype move (``.to``, ``.cuda``, ComfyUI offloading) invalidates the baked weights
+        self.clear_bake_cache()
+        return super()._apply(fn, recurse)
+
     def _decoder_layers(self):
         g = self.stylegan()
         for stage, (conv1, conv2, to_rgb) in enumerate(zip(g.convs[6::2], g.convs[7::2], g.to_rgbs[3:])):
