@@ -5,12 +5,26 @@ called ``nodes`` too.
 """
 from __future__ import annotations
 
-from . import loader, parsing, style, stylize
+import importlib
+import logging
+
+from . import loader
 from .cache import free_cache
+
+logger = logging.getLogger("vtoonify")
+
+#: node families, one module each; a family whose optional dependency is missing is skipped with
+#: a logged reason instead of taking the whole pack down
+FAMILIES = ("loader", "style", "parsing", "stylize")
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _family in (loader, style, parsing, stylize):
+for _name in FAMILIES:
+    try:
+        _family = importlib.import_module(f".{_name}", __name__)
+    except ImportError as exc:
+        logger.error("VToonify: the %s nodes are unavailable: %s", _name, exc)
+        continue
     NODE_CLASS_MAPPINGS.update(_family.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_family.NODE_DISPLAY_NAME_MAPPINGS)
 
