@@ -79,6 +79,7 @@ def run(
     device: str = "cpu",
     make_output: Callable[[torch.Tensor], torch.Tensor] = default_output,
     repeat: int = 2,
+    stylize: bool = False,
 ) -> dict:
     """Run the benchmark and return the results as a dict (see the module docstring)."""
     mod = _load_test_module()
@@ -125,6 +126,9 @@ def run(
             "exact": exact_err(d), "dis": warping_error(d, fr, "dis"), "ms_per_frame": 1000 * secs / frames,
         }
 
+    if stylize:
+        res["stylize"] = stylize_section(fr, par, k, exact_err)
+
     # flow backends: one pair per consecutive frames
     backends: dict[str, vflow.FlowBackend] = {"dis_medium": vflow.DISFlow("medium"), "dis_fast": vflow.DISFlow("fast")}
     if raft and "raft_error" not in res:
@@ -135,6 +139,31 @@ def run(
             _, secs = _timed(lambda: vflow.estimate_flow(b, fr[:-1], fr[1:], scale), dev, repeat)
             res["flow_ms_per_pair"][f"{name}_s{scale:g}"] = 1000 * secs / (frames - 1)
     return res
+
+
+def stylize_section(fr: torch.Tensor, par: torch.Tensor, k: int, exact_err) -> dict:
+    """Warping error of the Stylize Frames output (VToonify-T, stand-in weights of the official
+    layout, one style for the clip) with raw parsing maps, with smoothed maps (Eq. 6-7), and with
+    smoothing plus deflicker."""
+    from vtoonify_core import standin
+    from vtoonify_core.vtoonify import build_vtoonify
+
+    model = build_vtoonify("vtoonify_t")
+    model.load_state_dict(standin.build_state_dict("vtoonify_t"), assign=True)
+    model.eval().to(fr.device)
+    style = model.zplus2wplus(torch.randn(1, 18, 512, generator=torch.Generator().manual_seed(0)).to(fr.device))
+
+    def toonify(parsing: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            outs = [model(torch.cat([fr[i:i + 4], parsing[i:i + 4] / 16], 1), style).clamp(-1, 1)
+                    for i in range(0, fr.shape[0], 4)]
+        return torch.cat(outs)
+
+    raw = toonify(par)
+    smoothed = toonify(smooth_parsing(par, fr, k=k, flow="dis"))
+    both = deflicker(smoothed, fr, 0.5)
+    return {name: {"exact": exact_err(x), "dis": warping_error(x, fr, "dis")}
+            for name, x in (("raw_parsing", raw), ("smoothed_parsing", smoothed), ("smoothed+deflicker0.5", both))}
 
 
 def _table(res: dict) -> str:
@@ -158,6 +187,13 @@ def _table(res: dict) -> str:
         lines.append(f"  {name:24s} {ms:8.2f}")
     if "raft_error" in res:
         lines.append(f"  raft: unavailable ({res['raft_error'][:100]})")
+    if "stylize" in res:
+        lines.append("")
+        lines.append(f"{'Stylize Frames output':28s} {'warp err (exact flow)':>22s} {'warp err (DIS)':>15s}")
+        base = res["stylize"]["raw_parsing"]["exact"]
+        for name, r in res["stylize"].items():
+            fac = f"({base / r['exact']:.1f}x)" if name != "raw_parsing" else ""
+            lines.append(f"{name:28s} {r['exact']:13.5f} {fac:>8s} {r['dis']:15.5f}")
     return "\n".join(lines)
 
 
@@ -171,10 +207,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=2, help="timings: best of N runs")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--no-stylize", action="store_true", help="skip the Stylize Frames (VToonify-T) section")
     a = ap.parse_args(argv)
     if a.quick:
         a.size, a.frames, a.repeat = 128, 12, 1
-    res = run(a.size, a.frames, a.k, a.raft, a.device, repeat=a.repeat)
+    res = run(a.size, a.frames, a.k, a.raft, a.device, repeat=a.repeat, stylize=not a.no_stylize)
     now = _dt.datetime.now(_dt.timezone.utc)
     res["meta"] = {
         "date": now.isoformat(timespec="seconds"),
