@@ -102,6 +102,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default=None, help="comma list of batch sizes")
     ap.add_argument("--kinds", default="vtoonify_t,vtoonify_d")
     ap.add_argument("--plain", action="store_true", help="measure only the plain path")
+    ap.add_argument("--sizes", default=None, help="comma list of HxW inputs, e.g. 256x256,320x400")
+    ap.add_argument("--stages", default="parse,smooth,style,generator",
+                    help="comma list of stages to run (generator includes end to end)")
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -112,6 +115,9 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     quick = args.quick
     sizes = [(64, 64), (80, 64)] if quick else [(256, 256), (320, 400)]
+    if args.sizes:
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    stages = set(args.stages.split(","))
     dtypes = (args.dtypes or ("fp32" if quick or device.type == "cpu" else "fp32,fp16,bf16")).split(",")
     batches = [int(b) for b in (args.batches or ("1" if quick else ("1,4,16" if device.type == "cuda" else "1,2"))).split(",")]
     repeat = args.repeat or (3 if quick else 5)
@@ -130,7 +136,7 @@ def main(argv=None) -> int:
     for dname in dtypes:
         dtype = DTYPES[dname]
         parser = build(FaceParser(), "bisenet", device, dtype)
-        for (h, w) in sizes:
+        for (h, w) in (sizes if "parse" in stages else []):
             for b in batches:
                 x = torch.rand(b, 3, h, w, device=device, dtype=dtype) * 2 - 1
                 with torch.no_grad():
@@ -142,7 +148,7 @@ def main(argv=None) -> int:
             from vtoonify_core.temporal import smooth_parsing
         except ImportError:
             smooth_parsing = None
-        if smooth_parsing is not None:
+        if smooth_parsing is not None and "smooth" in stages:
             h, w = sizes[0]
             t = 8 if quick else 16
             frames = torch.rand(t, 3, h, w, device=device) * 2 - 1
@@ -152,14 +158,16 @@ def main(argv=None) -> int:
                 s = timeit(lambda: smooth_parsing(parsing, frames, k=5), device, max(1, repeat // 2), warmup=0)
             record(stage="smooth parsing (DIS)", dtype="fp32", size=f"{h}x{w}", batch=t, seconds=s, peak_mb=peak_memory_mb(device))
         del parser
-        encoder = build(StyleEncoder(), "psp", device, dtype)
-        with torch.no_grad():
-            crop = torch.rand(1, 3, 256, 256, device=device, dtype=dtype) * 2 - 1
-            reset_peak(device)
-            s = timeit(lambda: encoder(crop), device, repeat)
-        record(stage="style extraction (pSp)", dtype=dname, size="256x256", batch=1, seconds=s, peak_mb=peak_memory_mb(device))
-        del encoder
-        for kind in args.kinds.split(","):
+        if "style" in stages:
+            encoder = build(StyleEncoder(), "psp", device, dtype)
+            with torch.no_grad():
+                crop = torch.rand(1, 3, 256, 256, device=device, dtype=dtype) * 2 - 1
+                reset_peak(device)
+                s = timeit(lambda: encoder(crop), device, repeat)
+            record(stage="style extraction (pSp)", dtype=dname, size="256x256", batch=1, seconds=s,
+                   peak_mb=peak_memory_mb(device))
+            del encoder
+        for kind in (args.kinds.split(",") if "generator" in stages else []):
             model = build(build_vtoonify(kind), kind, device, dtype)
             style = torch.randn(1, 18, 512, device=device, dtype=dtype)
             parser = build(FaceParser(), "bisenet", device, dtype)
