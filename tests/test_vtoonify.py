@@ -189,3 +189,13 @@ def test_bake_cache_follows_weight_changes(model_t, reference_io):
         restored = model_t(x, s)
     assert maxdiff(after, before) > 0.4
     assert maxdiff(restored, before) < 1e-6
+
+
+def test_fast_path_runs_on_weights_loaded_in_inference_mode(vtoonify_t_path, reference_io):
+    """ComfyUI runs nodes under torch.inference_mode(): weights loaded there have no version counter."""
+    with torch.inference_mode():
+        m = load_vtoonify(vtoonify_t_path)
+        x = reference_io["vtoonify_t.a.inputs"]
+        y = m(x, reference_io["vtoonify_t.s_w"])
+        again = m(x, reference_io["vtoonify_t.s_w"])
+    assert maxdiff(y, reference_io["vtoonify_t.a.y_raw"]) < TOL and torch.equal(y, again)

@@ -148,7 +148,10 @@ class VToonify(nn.Module):
             return None
         layers = list(self._decoder_layers())
         dtype = next(self.encoder.parameters()).dtype
-        versions = tuple(p._version for _, m in layers for p in m.parameters())
+        # inference tensors (weights loaded under torch.inference_mode, as ComfyUI runs nodes) have no
+        # version counter: their storage identity stands in for it
+        versions = tuple((p.data_ptr(), -1) if p.is_inference() else p._version
+                         for _, m in layers for p in m.parameters())
         key = (hash(first.detach().float().cpu().numpy().tobytes()), dtype, first.device, versions)
         cache = self.__dict__.setdefault("_bake_cache", {})
         if key not in cache:
