@@ -15,7 +15,7 @@ logger = logging.getLogger("vtoonify")
 
 #: node families, one module each; a family whose optional dependency is missing is skipped with
 #: a logged reason instead of taking the whole pack down
-FAMILIES = ("loader", "style", "parsing", "stylize", "deflicker")
+FAMILIES = ("loader", "style", "parsing", "stylize", "deflicker", "style_control")
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
@@ -32,5 +32,10 @@ try:  # make models/vtoonify known to ComfyUI as soon as the pack loads
     loader.register_folder()
 except ImportError:  # imported outside ComfyUI
     pass
+
+try:  # /vtoonify/ routes of the web UI (registered only inside ComfyUI's server)
+    from . import routes  # noqa: F401
+except ImportError as exc:
+    logger.error("VToonify: the web UI routes are unavailable: %s", exc)
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "free_cache"]

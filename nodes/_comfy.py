@@ -117,16 +117,43 @@ def to_mask(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- run-time hooks
 
 
-def progress(total: int) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback driving a ComfyUI progress bar."""
+def progress(total: int) -> Callable[..., None]:
+    """A ``progress(done, total, preview=None)`` callback driving a ComfyUI progress bar.
+
+    ``preview`` (an image, see :func:`preview_image`) is shown on the node and stays there after
+    the run (ComfyUI's progress preview, as samplers show their latents).
+    """
     from comfy.utils import ProgressBar
 
     bar = ProgressBar(total)
 
-    def update(done: int, tot: int) -> None:
-        bar.update_absolute(done, tot)
+    def update(done: int, tot: int, preview=None) -> None:
+        bar.update_absolute(done, tot, preview_image(preview) if preview is not None else None)
 
     return update
+
+
+#: Longest side of node previews (pixels).
+PREVIEW_SIZE = 512
+
+
+def preview_image(image):
+    """An image for ComfyUI's progress preview: ``("JPEG", PIL image, max size)``.
+
+    ``image``: ``(H, W, 3)`` uint8 array, or an ``[H, W, 3]`` / ``[1, H, W, 3]`` float tensor in [0, 1].
+    """
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(image, torch.Tensor):
+        t = image[0] if image.ndim == 4 else image
+        image = (t.detach().float().clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8).cpu().numpy()
+    return ("JPEG", Image.fromarray(np.ascontiguousarray(image)), PREVIEW_SIZE)
+
+
+def show_preview(image) -> None:
+    """Show one image on the running node (kept until the node runs again); see :func:`preview_image`."""
+    progress(1)(1, 1, image)
 
 
 def check_interrupt() -> None:

@@ -52,6 +52,7 @@ class ExtractStyleCode:
             img = _comfy.image_to_uint8(image, 0)
             cache.ensure_on_device([model.generator, model.encoder], model.device)
             style, aligned = style_from_image(model, img, int(style_id), bool(color_transfer))
+            _comfy.show_preview(aligned)  # the aligned crop, shown on the node
             return (style, _comfy.uint8_to_image(aligned), style.describe())
 
 

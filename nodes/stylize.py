@@ -40,10 +40,12 @@ class StylizeFrames:
             "required": {
                 "vtoonify_model": ("VTOONIFY_MODEL", {"tooltip": "From Load VToonify Model."}),
                 "images": ("IMAGE", {"tooltip": "The frames (a clip or a single image)."}),
-                "style": ("VTOONIFY_STYLE", {"tooltip": "From Extract Style Code, with the same model."}),
+                "style": ("VTOONIFY_STYLE", {"tooltip": "From Extract Style Code, with the same model (or keyframed "
+                                                        "styles from Style Keyframes)."}),
                 "style_degree": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                                            "tooltip": "VToonify-D: how strongly the exemplar style applies "
-                                                      "(0 = least, 1 = most). Ignored by VToonify-T."}),
+                                                      "(0 = least, 1 = most; keyframes without a degree use it). "
+                                                      "Ignored by VToonify-T."}),
                 "crop_mode": (list(CROP_MODES), {"default": "face (official crop)",
                                                  "tooltip": "face: the official crop around the face of the first "
                                                             "frame with one; whole frame: no crop, the frames are "
@@ -72,7 +74,7 @@ class StylizeFrames:
             if crop_mode not in CROP_MODES:
                 raise InputError("crop_mode", f"unknown crop mode {crop_mode!r}; use one of {', '.join(CROP_MODES)}.")
             frames = _comfy.image_to_frames(images, "images")
-            check_style(model, style)
+            check_style(model, style, allow_schedule=True)
             b = frames.shape[0]
             state = {"out": None}
             dev, dtype = _comfy.output_device(), _comfy.output_dtype()
@@ -82,6 +84,12 @@ class StylizeFrames:
                     state["out"] = torch.empty(b, y.shape[2], y.shape[3], 3, device=dev, dtype=dtype)
                 state["out"][i:i + y.shape[0]] = ((y + 1.0) * 0.5).clamp_(0.0, 1.0).permute(0, 2, 3, 1)
 
+            bar = _comfy.progress(b)
+
+            def progress(done: int, total: int) -> None:  # the first stylized frame is shown on the node
+                bar(done, total, state["out"][0] if not state.get("shown") else None)
+                state["shown"] = True
+
             h, w = frames.shape[2], frames.shape[3]
             if CROP_MODES[crop_mode] == "face":  # the crop is at most 2 * face_padding a side
                 h = w = min(2 * int(face_padding), 1024)
@@ -89,7 +97,7 @@ class StylizeFrames:
                                    _activation_bytes(min(int(batch_size), b), h, w, model.dtype))
             _, plan = stylize_clip(model, frames, style, float(style_degree), crop_mode=CROP_MODES[crop_mode],
                                    parsing=face_parsing, batch_size=int(batch_size), face_padding=int(face_padding),
-                                   input_range=_comfy.IMAGE_RANGE, progress=_comfy.progress(b),
+                                   input_range=_comfy.IMAGE_RANGE, progress=progress,
                                    check_interrupt=_comfy.check_interrupt, on_oom=_comfy.on_oom,
                                    output_device=dev, sink=sink)
             mask = plan.region_mask().unsqueeze(0).expand(b, -1, -1)

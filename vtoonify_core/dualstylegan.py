@@ -7,8 +7,17 @@ The extrinsic style path has two parts that VToonify-D reuses:
 * ``res``: ModRes blocks (modulative residual blocks, AdaIN-conditioned) for the structure
   layers 0-6 and EqualLinear *structure/colour transforms* for layers 7-17, which VToonify
   applies to the W+ code it receives.
+
+:meth:`DualStyleGAN.synthesize` is the whole DualStyleGAN generator (the official ``forward``:
+4x4 constant input -> 1024x1024 image, intrinsic W+ path plus the extrinsic style path), used to
+optimise exemplar codes against a reference (:mod:`vtoonify_core.style_control`);
+:func:`stylegan_synthesis` is the plain StyleGAN2 synthesis it reduces to when every
+``interp_weights`` entry is 0. Both run without noise (VToonify's setting).
 """
 from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -87,3 +96,141 @@ class DualStyleGAN(nn.Module):
         """Apply the per-layer EqualLinear transforms ``res[i]`` to layers ``i >= first`` of W+."""
         layers = [wplus[:, i] if i < first else self.res[i](wplus[:, i]) for i in range(wplus.shape[1])]
         return torch.stack(layers, dim=1)
+
+    # ------------------------------------------------------------------ full synthesis
+    def forward(self, content: torch.Tensor, exstyle: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Same as :meth:`synthesize` (the official forward takes lists of codes and returns a tuple)."""
+        return self.synthesize(content, exstyle, **kwargs)
+
+    def synthesize(self, content: torch.Tensor, exstyle: torch.Tensor, *,
+                   interp_weights: Union[float, Sequence[float]] = 1.0, content_space: str = "w+",
+                   exstyle_space: str = "w+", use_res: bool = True, fuse_index: int = 18, truncation: float = 1.0,
+                   truncation_latent: Union[float, torch.Tensor, None] = None, max_size: Optional[int] = None
+                   ) -> torch.Tensor:
+        """The DualStyleGAN generator (official ``DualStyleGAN.forward``), without noise.
+
+        Layer ``k`` of the intrinsic code drives StyleGAN2 layer ``k`` as usual. With
+        ``use_res`` the extrinsic path joins for layers ``k <= fuse_index``:
+
+        * structure layers ``k <= res_index`` (0-6): after the modulated conv of layer ``k`` the
+          ModRes block ``res[k]`` adds a residual conditioned on ``T_c(exstyle[:, k])``, scaled
+          by ``interp_weights[k]`` (0 leaves the features untouched);
+        * colour layers ``k > res_index`` (7-17): the conv/to-RGB of layer ``k`` is modulated by
+          ``w_k * res[k](exstyle[:, k]) + (1 - w_k) * content[:, k]`` (``res[k]`` is the
+          structure transform ``T_s``, an EqualLinear).
+
+        VToonify-D generates its training pairs with this forward: ``content`` the W+ of a face,
+        ``exstyle`` the exemplar W+ (layers 7-17 replaced by the face's own code when the colours
+        are kept), ``interp_weights = [d_s] * 7 + [1] * 11`` (``[d_s] * 7 + [0] * 11`` without
+        colour transfer), ``input_is_latent=True``.
+
+        Args:
+            content: intrinsic code ``[B, 18, 512]`` (or ``[B, 512]``, repeated), in ``content_space``.
+            exstyle: extrinsic code ``[B or 1, 18, 512]`` (or ``[B, 512]``), in ``exstyle_space``.
+            interp_weights: one weight per layer (18 values) or one for all; the official default is 1.
+            content_space, exstyle_space: ``'w+'`` (already mapped, ``input_is_latent=True``) or
+                ``'z+'`` (mapped here with the StyleGAN2 mapping network, as ``z_plus_latent=True``
+                does for the content and VToonify's ``zplus2wplus`` for exemplar codes).
+            use_res: use the extrinsic style path (``False``: plain StyleGAN2 of ``content``).
+            fuse_index: layers above it do not use the extrinsic path (official default 18: all).
+            truncation, truncation_latent: official truncation of the content code
+                (``truncation_latent + truncation * (w - truncation_latent)``; VToonify's
+                training uses 0.5 and 0). 1 = none.
+            max_size: stop at this resolution (a power of two from 4 to the full size) and return
+                the RGB image accumulated so far: a cheaper, blurrier stand-in for the full image
+                (the first stages are computed exactly as in the full forward).
+
+        Returns:
+            ``[B, 3, S, S]`` in the generator's dtype, unclamped (``S`` = ``max_size`` or 1024).
+        """
+        g = self.generator
+        n = self.n_latent
+        latent = self._as_wplus(content, content_space, "content")
+        if truncation < 1:
+            anchor = 0.0 if truncation_latent is None else truncation_latent
+            latent = anchor + truncation * (latent - anchor)
+        stop = self._stop_stage(max_size)
+        if isinstance(interp_weights, (int, float)):
+            weights = [float(interp_weights)] * n
+        else:
+            weights = [float(w) for w in interp_weights]
+            if len(weights) < n:
+                raise ValueError(f"interp_weights needs {n} values (one per layer), got {len(weights)}")
+        if use_res:
+            ada = self._as_wplus(exstyle, exstyle_space, "exstyle")
+            if ada.shape[0] not in (1, latent.shape[0]):
+                raise ValueError(f"exstyle batch {ada.shape[0]} does not match the content batch {latent.shape[0]}")
+            ada = ada.expand(latent.shape[0], -1, -1)
+            resstyles = self.color_transform(ada)
+
+        def mod_style(k: int) -> torch.Tensor:
+            if use_res and fuse_index >= k and k > self.res_index:
+                w = weights[k]
+                return w * self.res[k](ada[:, k]) + (1 - w) * latent[:, k]
+            return latent[:, k]
+
+        def mod_res(x: torch.Tensor, k: int) -> torch.Tensor:
+            if use_res and fuse_index >= k and k <= self.res_index:
+                return self.res[k](x, resstyles[:, k], weights[k])
+            return x
+
+        out = g.input(latent.shape[0])
+        out = g.conv1(out, latent[:, 0])
+        if use_res and fuse_index > 0:
+            out = self.res[0](out, resstyles[:, 0], weights[0])
+        skip = g.to_rgb1(out, latent[:, 1])
+        for stage, (conv1, conv2, to_rgb) in enumerate(zip(g.convs[::2], g.convs[1::2], g.to_rgbs)):
+            if stage >= stop:
+                break
+            k = 2 * stage + 1
+            out = mod_res(conv1(out, mod_style(k)), k)
+            out = mod_res(conv2(out, mod_style(k + 1)), k + 1)
+            skip = to_rgb(out, mod_style(k + 2), skip)
+        return skip
+
+    def _as_wplus(self, code: torch.Tensor, space: str, name: str) -> torch.Tensor:
+        if space not in ("w+", "z+"):
+            raise ValueError(f"{name}_space must be 'w+' or 'z+', got {space!r}")
+        if code.ndim == 2:
+            code = code.unsqueeze(1).repeat(1, self.n_latent, 1)
+        if code.ndim != 3 or tuple(code.shape[1:]) != (self.n_latent, 512):
+            raise ValueError(f"{name} must be a code [B, {self.n_latent}, 512] (or [B, 512]), got {tuple(code.shape)}")
+        code = code.float()
+        return self.generator.mapping(code) if space == "z+" else code
+
+    def _stop_stage(self, max_size: Optional[int]) -> int:
+        """How many up-sampling stages to run for ``max_size`` (all of them for ``None``)."""
+        stages = self.log_size - 2
+        if max_size is None:
+            return stages
+        size = int(max_size)
+        if size < 4 or size > 2 ** self.log_size or size & (size - 1):
+            raise ValueError(f"max_size must be a power of two from 4 to {2 ** self.log_size}, got {max_size}")
+        return int(math.log2(size)) - 2
+
+
+def stylegan_synthesis(generator: Generator, wplus: torch.Tensor, *, max_size: Optional[int] = None) -> torch.Tensor:
+    """Plain StyleGAN2 synthesis of W+ codes ``[B, 18, 512]`` without noise (rosinality's
+    ``Generator.forward`` with ``input_is_latent=True``, ``noise`` zero), stopping at ``max_size``.
+
+    Returns ``[B, 3, S, S]`` in the generator's dtype, unclamped.
+    """
+    n = generator.n_latent
+    if wplus.ndim != 3 or tuple(wplus.shape[1:]) != (n, 512):
+        raise ValueError(f"wplus must be [B, {n}, 512], got {tuple(wplus.shape)}")
+    stages = generator.log_size - 2
+    if max_size is not None:
+        size = int(max_size)
+        if size < 4 or size > 2 ** generator.log_size or size & (size - 1):
+            raise ValueError(f"max_size must be a power of two from 4 to {2 ** generator.log_size}, got {max_size}")
+        stages = int(math.log2(size)) - 2
+    latent = wplus.float()
+    out = generator.conv1(generator.input(latent.shape[0]), latent[:, 0])
+    skip = generator.to_rgb1(out, latent[:, 1])
+    for stage, (conv1, conv2, to_rgb) in enumerate(zip(generator.convs[::2], generator.convs[1::2], generator.to_rgbs)):
+        if stage >= stages:
+            break
+        k = 2 * stage + 1
+        out = conv2(conv1(out, latent[:, k]), latent[:, k + 1])
+        skip = to_rgb(out, latent[:, k + 2], skip)
+    return skip

@@ -514,6 +514,8 @@ class StyleCode:
         if self.backbone != "dualstylegan":
             return f"{kind} style code (from the face)"
         colour = "exemplar colours" if self.color_transfer else "colours of the face"
+        if self.style_id is None:  # an exemplar from an image, a mix or an average (style_control)
+            return f"{kind} style '{self.style_name}', {colour}"
         return f"{kind} exemplar style {self.style_id} ({self.style_name}), {colour}"
 
 
@@ -636,8 +638,21 @@ def style_from_image(model: VToonifyModel, image: np.ndarray, style_id: int = 0,
     return extract_style(model, None if skip_face else aligned, style_id, color_transfer), aligned
 
 
-def check_style(model: VToonifyModel, style: StyleCode) -> None:
-    """Refuse a style code made for another kind of model, or of the wrong shape."""
+def check_style(model: VToonifyModel, style: StyleCode, allow_schedule: bool = False) -> None:
+    """Refuse a style code made for another kind of model, or of the wrong shape.
+
+    With ``allow_schedule`` a :class:`~vtoonify_core.style_control.StyleSchedule` (keyframed
+    styles) is accepted too, when every keyframe style passes.
+    """
+    from .style_control import StyleSchedule
+
+    if isinstance(style, StyleSchedule):
+        if not allow_schedule:
+            raise InputError("style", "this is a keyframed style (Style Keyframes), which only Stylize Frames "
+                                      "takes: connect a single style code here.")
+        for key in style.keyframes:
+            check_style(model, key.style)
+        return
     if not isinstance(style, StyleCode):
         raise InputError("style", f"expected a VToonify style code, got {type(style).__name__}: connect "
                                   f"Extract Style Code.")
@@ -678,7 +693,7 @@ def _logits(parsing: Union[FaceParsing, Tensor, None], n_frames: int) -> Optiona
 
 def _check_common(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float, batch_size: int) -> float:
     validate_frames(frames, "images")
-    check_style(model, style)
+    check_style(model, style, allow_schedule=True)
     if batch_size < 1:
         raise InputError("batch_size", f"must be at least 1, got {batch_size}.")
     return _check_degree(d_s) if model.backbone == "dualstylegan" else float(d_s)
@@ -687,13 +702,19 @@ def _check_common(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: f
 def _run(model: VToonifyModel, n: int, load: Callable[[int, int], Tensor],
          parsing: Optional[Callable[[int, int], Tensor]], style: StyleCode, d_s: float, batch_size: int,
          progress, check_interrupt, on_oom, output_device, emit: Callable[[int, Tensor], None]) -> None:
-    s_w = style.wplus.to(model.device, model.dtype)
+    from .style_control import StyleSchedule, forward_scheduled
+
+    schedule = style if isinstance(style, StyleSchedule) else None
+    s_w = None if schedule is not None else style.wplus.to(model.device, model.dtype)
 
     def fn(i: int, j: int) -> Tensor:
         x = load(i, j)
         with torch.inference_mode():
             x_p = parse_frames(model.parser, x) if parsing is None else parsing(i, j)
-            y = model.generator(make_inputs(x, x_p), s_w.expand(j - i, -1, -1), d_s=d_s)
+            if schedule is not None:  # per-frame styles and degrees
+                y = forward_scheduled(model.generator, make_inputs(x, x_p), schedule, i, d_s)
+            else:
+                y = model.generator(make_inputs(x, x_p), s_w.expand(j - i, -1, -1), d_s=d_s)
             return y.float().clamp_(-1.0, 1.0).to(output_device)
 
     for i, y in run_chunks(fn, n, batch_size, device=model.device, progress=progress,
@@ -714,8 +735,11 @@ def stylize(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float =
         frames: ``[B, 3, H, W]``, H and W multiples of 8; float in ``input_range`` (default
             [-1, 1], the official normalisation) or uint8 0..255. Any device; each chunk is
             moved to the model's device.
-        style: from :func:`extract_style`; must match the model's backbone.
-        d_s: style degree in [0, 1] (VToonify-D; ignored by VToonify-T).
+        style: from :func:`extract_style`; must match the model's backbone. A
+            :class:`~vtoonify_core.style_control.StyleSchedule` gives every frame its own style
+            and degree (frame index = position in ``frames``).
+        d_s: style degree in [0, 1] (VToonify-D; ignored by VToonify-T); with a schedule, the
+            degree of keyframes that have none.
         parsing: BiSeNet logits ``[B, 19, H, W]`` (e.g. temporally smoothed); parsed per chunk
             when ``None`` (:func:`~vtoonify_core.bisenet.parse_frames`).
         batch_size: frames per chunk; halved on out-of-memory errors (and kept halved).

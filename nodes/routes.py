@@ -1,0 +1,315 @@
+"""Server routes of the web UI (``web/js/vtoonify.js``), all under ``/vtoonify/``.
+
+* ``GET  /vtoonify/models``: which official files are in ``models/vtoonify`` and which are missing,
+  and the state of downloads;
+* ``POST /vtoonify/download`` with JSON ``{"name": "<official file name>"}``: download one official
+  file from Hugging Face (``PKUWilliamYang/VToonify``, folder ``models/``) into ``models/vtoonify``,
+  in the background; progress in ``GET /vtoonify/downloads`` and in ``vtoonify.download``
+  websocket events;
+* ``GET  /vtoonify/styles?checkpoint=<name>&exstyle=<auto|name>``: the exemplar style names of a
+  VToonify-D checkpoint (for the style picker of Extract Style Code).
+
+No client-supplied path ever reaches the file system: a download name must be one of the
+official names (exact string match against :func:`allowed_names`; nothing is normalised or
+decoded), and checkpoint / exemplar names must be in ComfyUI's own listing of the
+``vtoonify`` folder. The handlers are plain functions returning ``(status, payload)`` so that
+they can be tested without a server; :func:`register` wires them into aiohttp.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import _comfy, loader
+
+logger = logging.getLogger("vtoonify")
+
+PREFIX = "/vtoonify"
+#: websocket event carrying download progress
+DOWNLOAD_EVENT = "vtoonify.download"
+#: what each official file is, for the status line
+ROLES = {loader.ENCODER_FILE: "pSp style encoder", loader.PARSER_FILE: "BiSeNet face parser"}
+
+
+def allowed_names() -> tuple[str, ...]:
+    """The official file names that may be downloaded (paths relative to ``models/vtoonify``)."""
+    return (loader.ENCODER_FILE, loader.PARSER_FILE) + loader.OFFICIAL_CHECKPOINTS + loader.OFFICIAL_EXSTYLES
+
+
+def _role(name: str) -> str:
+    if name in ROLES:
+        return ROLES[name]
+    folder = name.split("/", 1)[0]
+    if name.endswith(loader.EXSTYLE_FILE):
+        return f"exemplar style codes of {folder}"
+    return ("VToonify-D " if folder.startswith("vtoonify_d_") else "VToonify-T ") + folder.split("_", 2)[-1]
+
+
+def _present(name: str) -> bool:
+    fp = _comfy.folder_paths()
+    try:
+        return bool(fp.get_full_path(loader.FOLDER, loader._native(name)))
+    except KeyError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- downloads
+
+
+class Downloads:
+    """Background downloads, one at a time, with their state by name.
+
+    A state is ``{"name", "status": queued|downloading|done|error, "bytes", "total", "error"}``.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._jobs: dict[str, dict] = {}
+        self._queue: "queue.Queue[str]" = queue.Queue()
+        self._worker: Optional[threading.Thread] = None
+
+    def states(self) -> dict[str, dict]:
+        """A copy of every known download state, by name."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._jobs.items()}
+
+    def submit(self, name: str) -> dict:
+        """Queue ``name`` (an allow-listed official name) unless it is queued or running already."""
+        with self._lock:
+            job = self._jobs.get(name)
+            if job is not None and job["status"] in ("queued", "downloading"):
+                return dict(job)
+            job = {"name": name, "status": "queued", "bytes": 0, "total": None, "error": None}
+            self._jobs[name] = job
+            self._queue.put(name)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name="vtoonify-download", daemon=True)
+                self._worker.start()
+            return dict(job)
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Block until the queue is empty (for tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = any(j["status"] in ("queued", "downloading") for j in self._jobs.values())
+            if not busy:
+                return
+            time.sleep(0.02)
+        raise TimeoutError("downloads still running")
+
+    def _update(self, name: str, only_if: Optional[str] = None, **values) -> None:
+        with self._lock:
+            if only_if is not None and self._jobs[name]["status"] != only_if:
+                return
+            self._jobs[name].update(values)
+            state = dict(self._jobs[name])
+        _notify(state)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                name = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                return
+            self._update(name, status="downloading")
+            stop = threading.Event()
+            watcher = threading.Thread(target=self._watch, args=(name, stop), daemon=True)
+            watcher.start()
+            try:
+                target = loader.download(loader._native(name), "download")
+                size = target.stat().st_size
+            except Exception as exc:  # noqa: BLE001 - reported to the client, the worker goes on
+                logger.warning("VToonify: download of %s failed: %s", name, exc)
+                self._update(name, status="error", error=str(exc).split("\n", 1)[0])
+            else:
+                self._update(name, status="done", bytes=size, total=size)
+            finally:
+                stop.set()
+                watcher.join(timeout=5)
+
+    def _watch(self, name: str, stop: threading.Event) -> None:
+        """Report progress: the size of the scratch folders the download writes into."""
+        root = Path(loader.folder_hint())
+        total = _remote_size(name)
+        if total:
+            self._update(name, only_if="downloading", total=total)
+        while not stop.wait(0.5):
+            done = 0
+            for scratch in root.glob(".download-*"):
+                for dirpath, _dirs, files in os.walk(scratch):
+                    for f in files:
+                        try:
+                            done += os.path.getsize(os.path.join(dirpath, f))
+                        except OSError:
+                            pass
+            self._update(name, only_if="downloading", bytes=done)
+
+
+def _remote_size(name: str) -> Optional[int]:
+    """Size of the file on Hugging Face (a HEAD request), or ``None``."""
+    try:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        meta = get_hf_file_metadata(hf_hub_url(loader.HF_REPO, f"{loader.HF_FOLDER}/{name}"))
+        return int(meta.size) if meta.size else None
+    except Exception:  # noqa: BLE001 - the size is only for the progress display
+        return None
+
+
+def _notify(state: dict) -> None:
+    try:
+        from server import PromptServer
+
+        PromptServer.instance.send_sync(DOWNLOAD_EVENT, state)
+    except Exception:  # noqa: BLE001 - no server (tests) or no client: polling still works
+        pass
+
+
+DOWNLOADS = Downloads()
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+
+
+def model_status() -> tuple[int, dict]:
+    """``GET /vtoonify/models``: the official files, present or missing, and the downloads."""
+    loader.register_folder()
+    files = [{"name": n, "role": _role(n), "present": _present(n)} for n in allowed_names()]
+    return 200, {"folder": "models/" + loader.FOLDER, "files": files,
+                 "required": [loader.ENCODER_FILE, loader.PARSER_FILE], "downloads": DOWNLOADS.states()}
+
+
+def request_download(name) -> tuple[int, dict]:
+    """``POST /vtoonify/download``: start downloading one official file.
+
+    ``name`` must be exactly one of :func:`allowed_names`; anything else (other files, ``..``,
+    absolute paths, backslashes, encoded forms) is refused with 400 and nothing is written.
+    Returns 200 with the download state (``present`` when the file is there already).
+    """
+    if not isinstance(name, str) or name not in allowed_names():
+        shown = name if isinstance(name, str) and len(name) < 200 else type(name).__name__
+        return 400, {"error": f"not an official VToonify file name: {shown!r}. Allowed: the names listed by "
+                              f"{PREFIX}/models."}
+    loader.register_folder()
+    if _present(name):
+        return 200, {"name": name, "status": "present"}
+    return 200, DOWNLOADS.submit(name)
+
+
+def download_states() -> tuple[int, dict]:
+    """``GET /vtoonify/downloads``: the state of every download since the server started."""
+    return 200, {"downloads": DOWNLOADS.states()}
+
+
+_NAMES_CACHE: dict[tuple, list[str]] = {}
+
+
+def style_names(checkpoint, exstyle="auto") -> tuple[int, dict]:
+    """``GET /vtoonify/styles``: exemplar style names (index = ``style_id``) for a checkpoint.
+
+    ``checkpoint`` and ``exstyle`` (``auto`` = beside the checkpoint, ``none``, or a file) must be
+    choices of Load VToonify Model (ComfyUI's listing of the ``vtoonify`` folder, plus the official
+    names): anything else gives 400 and nothing is read. An official file that is not downloaded
+    yet gives ``available: false`` and no names (200, so that the UI can ask without errors); so
+    does a VToonify-T checkpoint (no exemplar codes). Unreadable codes give 422.
+    """
+    from ..vtoonify_core.exstyle import load_exstyles
+    from ..vtoonify_core.pipeline import find_exstyle
+    from ..vtoonify_core.weights import CheckpointError
+
+    loader.register_folder()
+    fp = _comfy.folder_paths()
+    try:
+        listed = set(fp.get_filename_list(loader.FOLDER))
+    except KeyError:
+        listed = set()
+    if not isinstance(checkpoint, str) or not checkpoint:
+        return 400, {"error": "give checkpoint=<a name from the checkpoint list>."}
+    if checkpoint not in listed and checkpoint not in loader.checkpoint_choices():
+        return 400, {"error": f"unknown checkpoint {checkpoint!r}: not a file of models/{loader.FOLDER}."}
+    if exstyle not in (loader.AUTO, loader.NONE) and (
+            not isinstance(exstyle, str) or exstyle not in loader.exstyle_choices()
+            or os.path.splitext(exstyle)[1].lower() not in loader.EXSTYLE_EXTENSIONS):
+        return 400, {"error": f"unknown exstyle {exstyle!r}: use auto, none or a .npy/.safetensors file of "
+                              f"models/{loader.FOLDER}."}
+    answer = {"checkpoint": checkpoint, "exstyle": None, "available": False, "names": []}
+    if checkpoint not in listed:
+        return 200, dict(answer, note=f"{checkpoint} is not in models/{loader.FOLDER} yet: download it first.")
+    if exstyle == loader.NONE:
+        return 200, dict(answer, note="exstyle is 'none': no exemplar styles.")
+    if exstyle == loader.AUTO:
+        path = find_exstyle(fp.get_full_path(loader.FOLDER, checkpoint))
+        if path is None:
+            return 200, dict(answer, note="no exstyle_code beside this checkpoint (a VToonify-T checkpoint has none).")
+        label = Path(loader._native(checkpoint)).parent.as_posix() + "/" + path.name
+    else:
+        if exstyle not in listed:
+            return 200, dict(answer, note=f"{exstyle} is not in models/{loader.FOLDER} yet: download it first.")
+        path, label = Path(fp.get_full_path(loader.FOLDER, exstyle)), exstyle
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key not in _NAMES_CACHE:
+            _NAMES_CACHE.clear()
+            _NAMES_CACHE[key] = list(load_exstyles(path).names)
+        names = _NAMES_CACHE[key]
+    except (OSError, CheckpointError) as exc:
+        return 422, {"error": f"cannot read the exemplar codes {label}: {exc}"}
+    return 200, dict(answer, exstyle=label, available=True, names=names)
+
+
+# ---------------------------------------------------------------------------------------------- aiohttp
+
+
+def register(routes) -> None:
+    """Add the handlers to an aiohttp ``RouteTableDef`` (``PromptServer.instance.routes``)."""
+    from aiohttp import web
+
+    def reply(result: tuple[int, dict]):
+        status, payload = result
+        return web.json_response(payload, status=status)
+
+    @routes.get(PREFIX + "/models")
+    async def _models(request):
+        return reply(model_status())
+
+    @routes.get(PREFIX + "/downloads")
+    async def _downloads(request):
+        return reply(download_states())
+
+    @routes.post(PREFIX + "/download")
+    async def _download(request):
+        if request.content_type != "application/json":
+            return web.json_response({"error": "send JSON: {\"name\": \"<official file name>\"}"}, status=415)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the body is not valid JSON."}, status=400)
+        name = body.get("name") if isinstance(body, dict) else None
+        return reply(request_download(name))
+
+    @routes.get(PREFIX + "/styles")
+    async def _styles(request):
+        q = request.rel_url.query
+        return reply(style_names(q.get("checkpoint"), q.get("exstyle", loader.AUTO)))
+
+
+def _register_with_server() -> bool:
+    try:
+        from server import PromptServer
+    except ImportError:  # not inside ComfyUI: the handlers are still importable
+        return False
+    instance = getattr(PromptServer, "instance", None)
+    if instance is None or getattr(instance, "routes", None) is None:
+        return False
+    register(instance.routes)
+    return True
+
+
+REGISTERED = _register_with_server()

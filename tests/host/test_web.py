@@ -1,0 +1,389 @@
+"""The web UI (issue 7): ``/vtoonify/`` routes and ``web/js/vtoonify.js``.
+
+* In-process, with the fake ComfyUI of ``tests/comfy_stub.py``: the handler functions of
+  ``nodes/routes.py`` (allow-list, path tricks, a download with ``huggingface_hub`` replaced by a
+  fake, style names) - the real server process cannot be given a fake ``huggingface_hub``.
+* Real ComfyUI 0.30 server: the same refusals over HTTP (nothing written under ``models/``), the
+  status listing.
+* Real frontend in Chromium: the extension loads without console errors, the status panel of
+  Load VToonify Model, and the style picker of Extract Style Code listing the names of a test
+  checkpoint's ``exstyle_code.npy`` (screenshot ``tests/host/artifacts/style_picker.png``).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+import types
+import urllib.parse
+from importlib import import_module
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    import comfy_stub
+except ImportError:  # tests/ is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import comfy_stub
+
+pytestmark = pytest.mark.slow
+
+TEST_FOLDER = "vtoonify_d_webtest"  # not an official name: other host tests place those
+TEST_CHECKPOINT = f"{TEST_FOLDER}/vtoonify_s_d.pt"
+TEST_STYLES = ["webtest_alpha.png", "webtest_beta.png", "webtest_gamma.png", "webtest_delta.jpg"]
+
+#: names the download route must refuse (other files, traversal, absolute, encoded, backslashes)
+BAD_NAMES = [
+    "../encoder.pt", "../../etc/passwd", "vtoonify_d_cartoon/../../x.pt", "/etc/passwd", "/encoder.pt",
+    "%2e%2e%2fencoder.pt", "%2e%2e/%2e%2e/etc/passwd", "..%2f..%2fencoder.pt", "vtoonify_d_cartoon%2fvtoonify_s_d.pt",
+    "vtoonify_d_cartoon\\vtoonify_s_d.pt", "..\\..\\encoder.pt", "C:\\Windows\\x.pt", "encoder.pt/", "./encoder.pt",
+    "vtoonify_d_cartoon/./vtoonify_s_d.pt", "vtoonify_d_cartoon//vtoonify_s_d.pt", " encoder.pt", "encoder.pt\x00.txt",
+    "ENCODER.PT", "vtoonify_d_cartoon/vtoonify.pt", "vtoonify_d_cartoon/generator.pt", "stylegan2-ffhq-config-f.pt",
+    "vtoonify_d_nosuchstyle/vtoonify_s_d.pt", "", None, 42, ["encoder.pt"], {"name": "encoder.pt"},
+]
+
+
+def write_exstyles(path: Path, names: list[str]) -> Path:
+    """An ``exstyle_code.npy`` in the official format (a pickled dict name -> (1, 18, 512) float32)."""
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, {n: rng.standard_normal((1, 18, 512)).astype(np.float32) for n in names}, allow_pickle=True)
+    return path
+
+
+def snapshot(root: Path) -> dict:
+    """Every entry under ``root`` (not following links) with its size and modification time."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns, p.is_symlink())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- in-process
+
+
+@pytest.fixture(scope="module")
+def routes_env(tmp_path_factory):
+    """The pack under the fake ComfyUI with an empty models/vtoonify; yields (routes module, folder)."""
+    models = tmp_path_factory.mktemp("web_models")
+    folder = models / "vtoonify"
+    folder.mkdir()
+    comfy_stub.install(models)
+    pack = comfy_stub.load_pack()
+    routes = import_module(pack.__name__ + ".nodes.routes")
+    assert routes.REGISTERED is False  # no server here: the handlers are plain functions
+    yield routes, folder
+    comfy_stub.uninstall()
+
+
+class FakeHub(types.ModuleType):
+    """Stands for huggingface_hub: ``hf_hub_download`` writes the file (in three pieces) where the
+    real one would (``local_dir/filename``) and records the call."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__("huggingface_hub")
+        self.calls: list[dict] = []
+        self.fail = fail
+
+    def hf_hub_download(self, repo_id, filename, local_dir=None, **kwargs):
+        self.calls.append({"repo_id": repo_id, "filename": filename, "local_dir": local_dir, **kwargs})
+        if self.fail:
+            raise OSError("network unreachable (fake)")
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as f:
+            for _ in range(3):
+                f.write(b"x" * 1000)
+                f.flush()
+                time.sleep(0.6)
+        return str(target)
+
+    def hf_hub_url(self, repo_id, filename):
+        return f"https://huggingface.co/{repo_id}/resolve/main/{filename}"
+
+    def get_hf_file_metadata(self, url):
+        return types.SimpleNamespace(size=3000)
+
+
+def test_allow_list_is_the_official_files(routes_env):
+    routes, _ = routes_env
+    names = routes.allowed_names()
+    expected = {"encoder.pt", "faceparsing.pth"}
+    expected |= {f"vtoonify_t_{s}/vtoonify.pt" for s in ("cartoon", "caricature", "arcane", "comic", "pixar")}
+    for s in ("cartoon", "caricature", "arcane", "comic", "pixar", "illustration"):
+        expected |= {f"vtoonify_d_{s}/vtoonify_s_d.pt", f"vtoonify_d_{s}/exstyle_code.npy"}
+    assert set(names) == expected and len(names) == len(expected)
+
+
+def test_handlers_refuse_names_outside_the_allow_list(routes_env, monkeypatch):
+    routes, folder = routes_env
+    hub = FakeHub()
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    before = snapshot(folder.parent)
+    states = routes.DOWNLOADS.states()
+    for name in BAD_NAMES:
+        status, body = routes.request_download(name)
+        assert status == 400, (name, status, body)
+        assert "not an official VToonify file name" in body["error"]
+    time.sleep(0.2)
+    assert hub.calls == [] and snapshot(folder.parent) == before and routes.DOWNLOADS.states() == states
+    for name in ("../x.pt", "/etc/passwd", "%2e%2e%2fx.pt", "a\\b.pt", None):
+        assert routes.style_names(name)[0] == 400
+        assert routes.style_names("vtoonify_d_cartoon/vtoonify_s_d.pt", name)[0] == 400
+
+
+def test_download_with_a_fake_hub(routes_env, monkeypatch):
+    routes, folder = routes_env
+    hub = FakeHub()
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    seen = []
+    monkeypatch.setattr(routes, "_notify", lambda state: seen.append(dict(state)))
+    name = "vtoonify_d_arcane/exstyle_code.npy"
+    status, state = routes.request_download(name)
+    assert status == 200 and state["status"] in ("queued", "downloading") and state["name"] == name
+    assert routes.request_download(name)[1]["status"] in ("queued", "downloading")  # not queued twice
+    routes.DOWNLOADS.wait(30)
+    final = routes.DOWNLOADS.states()[name]
+    assert final["status"] == "done" and final["bytes"] == final["total"] == 3000 and final["error"] is None
+    assert hub.calls == [{"repo_id": "PKUWilliamYang/VToonify", "filename": f"models/{name}",
+                          "local_dir": hub.calls[0]["local_dir"]}]
+    assert Path(hub.calls[0]["local_dir"]).parent == folder  # a scratch folder inside models/vtoonify
+    assert (folder / name).read_bytes() == b"x" * 3000
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # scratch removed
+    statuses = [s["status"] for s in seen]
+    assert statuses[0] == "downloading" and statuses[-1] == "done"
+    assert any(s["status"] == "downloading" and 0 < s["bytes"] < 3000 for s in seen), seen  # progress
+    assert routes.request_download(name) == (200, {"name": name, "status": "present"})
+    files = {f["name"]: f for f in routes.model_status()[1]["files"]}
+    assert files[name]["present"] and not files["encoder.pt"]["present"]
+    assert files[name]["role"] == "exemplar style codes of vtoonify_d_arcane"
+    # a failing download is reported and leaves nothing behind
+    monkeypatch.setitem(sys.modules, "huggingface_hub", FakeHub(fail=True))
+    routes.request_download("faceparsing.pth")
+    routes.DOWNLOADS.wait(30)
+    failed = routes.DOWNLOADS.states()["faceparsing.pth"]
+    assert failed["status"] == "error" and "could not download models/faceparsing.pth" in failed["error"]
+    assert not (folder / "faceparsing.pth").exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_style_names_handler(routes_env):
+    routes, folder = routes_env
+    write_exstyles(folder / TEST_FOLDER / "exstyle_code.npy", TEST_STYLES)
+    (folder / TEST_CHECKPOINT).write_bytes(b"not read by the route")
+    (folder / "vtoonify_t_test").mkdir()
+    (folder / "vtoonify_t_test" / "vtoonify.pt").write_bytes(b"-")
+    status, body = routes.style_names(TEST_CHECKPOINT)
+    assert status == 200 and body["names"] == TEST_STYLES and body["available"]
+    assert body["exstyle"] == f"{TEST_FOLDER}/exstyle_code.npy"
+    status, body = routes.style_names(TEST_CHECKPOINT, f"{TEST_FOLDER}/exstyle_code.npy")
+    assert status == 200 and body["names"] == TEST_STYLES
+    assert routes.style_names(TEST_CHECKPOINT, "none")[1]["names"] == []
+    status, body = routes.style_names("vtoonify_t_test/vtoonify.pt")
+    assert status == 200 and body["names"] == [] and not body["available"]
+    status, body = routes.style_names("vtoonify_d_pixar/vtoonify_s_d.pt")  # official, not downloaded
+    assert status == 200 and not body["available"] and "download it first" in body["note"]
+    assert routes.style_names(f"{TEST_FOLDER}/../{TEST_CHECKPOINT}")[0] == 400
+    assert routes.style_names(str(folder / TEST_CHECKPOINT))[0] == 400  # absolute path
+    (folder / TEST_FOLDER / "exstyle_code.npy").write_bytes(b"\x93NUMPY broken")
+    assert routes.style_names(TEST_CHECKPOINT)[0] == 422
+
+
+# ---------------------------------------------------------------------------------------------- real server
+
+
+@pytest.fixture(scope="module")
+def web_server(comfy_server, tmp_path_factory, vtoonify_d_path):
+    """The real server with a test checkpoint folder (stand-in weights, 4 named exemplar styles)."""
+    source = tmp_path_factory.mktemp("web_models_src")
+    folder = source / TEST_FOLDER
+    folder.mkdir()
+    os.symlink(vtoonify_d_path, folder / "vtoonify_s_d.pt")
+    write_exstyles(folder / "exstyle_code.npy", TEST_STYLES)
+    comfy_server.add_models(source)
+    return comfy_server
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def post(server, path: str, payload, content_type: str = "application/json"):
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    status, body = server.request("POST", path, data, {"Content-Type": content_type})
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body
+
+
+def test_server_refuses_bad_names_and_writes_nothing(web_server):
+    root = web_server.base / "models"
+    before = snapshot(root)
+    for name in BAD_NAMES:
+        for prefix in ("", "/api"):
+            status, body = post(web_server, prefix + "/vtoonify/download", {"name": name})
+            assert status == 400, (name, status, body)
+    # the name never comes from the URL, and a non-JSON body is refused
+    for path in ("/vtoonify/download?name=%2e%2e%2fencoder.pt", "/vtoonify/download?name=encoder.pt"):
+        assert post(web_server, path, {})[0] == 400
+    assert post(web_server, "/vtoonify/download", b"name=encoder.pt", "application/x-www-form-urlencoded")[0] == 415
+    assert post(web_server, "/vtoonify/download", b"{not json")[0] == 400
+    for path in ("/vtoonify/download/..%2F..%2Fencoder.pt", "/vtoonify/download/%2e%2e%2fencoder.pt",
+                 "/vtoonify/..%2Fdownload"):
+        assert 400 <= post(web_server, path, {"name": "encoder.pt"})[0] < 500, path
+    assert web_server.request("GET", "/vtoonify/download")[0] in (404, 405)  # POST only
+    for query in ("checkpoint=..%2F..%2Fetc%2Fpasswd", "checkpoint=%2Fetc%2Fpasswd",
+                  "checkpoint=" + urllib.parse.quote(f"{TEST_FOLDER}\\vtoonify_s_d.pt"),
+                  f"checkpoint={TEST_CHECKPOINT}&exstyle=..%2F..%2Fx.npy", "checkpoint="):
+        assert web_server.request("GET", "/vtoonify/styles?" + query)[0] == 400, query
+    time.sleep(1.0)  # a download thread, had one started, would have created its scratch folder by now
+    assert snapshot(root) == before
+    downloads = web_server.get_json("/vtoonify/downloads")["downloads"]
+    assert not set(downloads) & {n for n in BAD_NAMES if isinstance(n, str)}
+
+
+def test_server_status_listing_and_styles(web_server):
+    info = web_server.get_json("/vtoonify/models")
+    root = web_server.base / "models" / "vtoonify"
+    names = [f["name"] for f in info["files"]]
+    assert len(names) == 19 and "encoder.pt" in names and "vtoonify_d_cartoon/exstyle_code.npy" in names
+    for f in info["files"]:
+        assert f["present"] == (root / f["name"]).is_file(), f
+        assert f["role"]
+    assert info["folder"] == "models/vtoonify" and info["required"] == ["encoder.pt", "faceparsing.pth"]
+    assert web_server.get_json("/api/vtoonify/models")["files"] == info["files"]
+    styles = web_server.get_json("/vtoonify/styles?" + urllib.parse.urlencode({"checkpoint": TEST_CHECKPOINT}))
+    assert styles["names"] == TEST_STYLES and styles["available"] is True
+
+
+# ---------------------------------------------------------------------------------------------- real frontend
+
+
+def test_extension_status_panel_and_style_picker(web_server, browser_page):
+    page = browser_page.page
+    loaded = page.evaluate("() => performance.getEntriesByType('resource').map(e => e.name)"
+                           ".filter(n => n.endsWith('/js/vtoonify.js'))")
+    assert len(loaded) == 1, "web/js/vtoonify.js was not loaded by the frontend"
+    extensions = page.evaluate("() => (app.extensions || []).map(e => e.name).filter(n => n.startsWith('VToonify'))")
+    assert extensions == ["VToonify.UI"], browser_page.console_errors
+    made = page.evaluate("""async (ckpt) => {
+        const load = LiteGraph.createNode('VToonifyLoadModel');
+        load.pos = [120, 80];
+        app.graph.add(load);
+        load.widgets.find(w => w.name === 'checkpoint').value = ckpt;
+        const extract = LiteGraph.createNode('VToonifyExtractStyle');
+        extract.pos = [560, 80];
+        app.graph.add(extract);
+        load.connect(0, extract, 0);
+        app.canvas.ds.offset = [0, 0];
+        app.canvas.ds.scale = 1;
+        app.graph.setDirtyCanvas(true, true);
+        return {load: load.id, extract: extract.id,
+                widgets: extract.widgets.map(w => w.name), options: load.widgets.find(w => w.name === 'checkpoint').options.values};
+    }""", TEST_CHECKPOINT)
+    assert TEST_CHECKPOINT in made["options"]
+    assert "vtoonify_style_picker" in made["widgets"]
+    # status panel of Load VToonify Model
+    page.wait_for_function("() => document.querySelector('.vtoonify_status .vtoonify-summary')", timeout=20000)
+    summary = page.locator(".vtoonify_status .vtoonify-summary").inner_text()
+    info = web_server.get_json("/vtoonify/models")
+    present = sum(f["present"] for f in info["files"])
+    assert summary == f"models/vtoonify: {present} of 19 official files present"
+    encoder_row = page.locator('.vtoonify_status .vtoonify-file[data-name="encoder.pt"]').first
+    expected = "present" if (web_server.base / "models" / "vtoonify" / "encoder.pt").is_file() else "missing"
+    assert expected in encoder_row.get_attribute("class")
+    if expected == "missing":
+        assert encoder_row.locator("button.vtoonify-download").count() == 1
+    # the picker: the names of the test checkpoint's exstyle_code.npy
+    page.locator("button.vtoonify-pick-style").first.click()
+    page.wait_for_selector(".vtoonify-style-picker .vtoonify-style-item", timeout=20000)
+    items = page.locator(".vtoonify-style-picker .vtoonify-style-item").all_inner_texts()
+    assert items == [f"{i}: {n}" for i, n in enumerate(TEST_STYLES)]
+    page.locator(".vtoonify-style-search").fill("gam")
+    assert page.locator(".vtoonify-style-picker .vtoonify-style-item").all_inner_texts() == ["2: webtest_gamma.png"]
+    page.locator(".vtoonify-style-search").fill("")
+    browser_page.screenshot("style_picker")  # the full list, open over the graph
+    page.locator(".vtoonify-style-picker .vtoonify-style-item", has_text="webtest_delta").click()
+    assert page.locator(".vtoonify-style-picker").count() == 0
+    style_id = page.evaluate("(id) => app.graph.getNodeById(id).widgets.find(w => w.name === 'style_id').value",
+                             made["extract"])
+    assert style_id == 3
+    page.wait_for_function("() => document.querySelector('.vtoonify-style-name')?.textContent"
+                           " === 'style 3: webtest_delta.jpg'", timeout=10000)
+    # the panels are neither saved in the workflow nor sent with the prompt
+    prompt = browser_page.graph_to_prompt()
+    api = prompt["output"]
+    assert set(api[str(made["extract"])]["inputs"]) == {"vtoonify_model", "style_id", "color_transfer"}  # no image
+    assert "vtoonify_status" not in api[str(made["load"])]["inputs"]
+    nodes = {str(n["id"]): n for n in prompt["workflow"]["nodes"]}
+    assert len(nodes[str(made["load"])]["widgets_values"]) == 7
+    assert nodes[str(made["extract"])]["widgets_values"] == [3, False]
+    assert browser_page.unexpected_console_errors() == [], "\n".join(browser_page.console_errors)
+    assert browser_page.external_requests == []
+
+
+# ---------------------------------------------------------------------------------------------- a prompt
+
+
+def test_style_control_prompt_runs_with_previews(web_server, psp_path, bisenet_path):
+    """Extract Style Code + Exemplar Style From Image -> Style Mix -> Style Keyframes -> Stylize Frames in the
+    real server; Extract, Exemplar and Stylize show a preview on their node (binary preview messages)."""
+    skdata = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    root = web_server.base / "models" / "vtoonify"
+    for name, src in (("encoder.pt", psp_path), ("faceparsing.pth", bisenet_path)):
+        if not (root / name).exists():
+            os.symlink(src, root / name)
+    portrait = np.asarray(Image.fromarray(skdata.astronaut()).resize((256, 256), Image.BILINEAR))
+    uploaded = web_server.upload_image(png_bytes(portrait), "vtoonify_web_portrait.png")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": uploaded["name"]}},
+        "2": {"class_type": "VToonifyLoadModel", "inputs": {
+            "checkpoint": TEST_CHECKPOINT, "style_encoder": "encoder.pt", "face_parser": "faceparsing.pth",
+            "exstyle": "auto", "device": "cpu", "precision": "fp32", "download_missing": False}},
+        "3": {"class_type": "VToonifyExtractStyle", "inputs": {
+            "vtoonify_model": ["2", 0], "image": ["1", 0], "style_id": 2, "color_transfer": True}},
+        "4": {"class_type": "VToonifyExemplarStyle", "inputs": {
+            "vtoonify_model": ["2", 0], "reference": ["1", 0], "color_transfer": True, "refine_steps": 0,
+            "learning_rate": 0.05, "refine_resolution": "32", "loss": "l2"}},
+        "5": {"class_type": "VToonifyStyleMix", "inputs": {
+            "style_a": ["3", 0], "style_b": ["4", 0], "blend": 0.5, "layers": "colour (7-17)", "first_layer": 0,
+            "last_layer": 17}},
+        "6": {"class_type": "VToonifyStyleKeyframes", "inputs": {
+            "style_a": ["3", 0], "style_b": ["5", 0], "keyframes": "0:A@0.2, 2:B@0.8"}},
+        "7": {"class_type": "ImageScale", "inputs": {
+            "image": ["1", 0], "upscale_method": "area", "width": 32, "height": 32, "crop": "disabled"}},
+        "8": {"class_type": "RepeatImageBatch", "inputs": {"image": ["7", 0], "amount": 3}},
+        "9": {"class_type": "VToonifyStylizeFrames", "inputs": {
+            "vtoonify_model": ["2", 0], "images": ["8", 0], "style": ["6", 0], "style_degree": 0.5,
+            "crop_mode": "whole frame (pad to 8)", "batch_size": 2}},
+        "10": {"class_type": "PreviewImage", "inputs": {"images": ["9", 0]}},
+    }
+    web_server.ws.clear()
+    entry = web_server.run_prompt(prompt, timeout=300)
+    images = web_server.output_images(entry, "10")
+    assert len(images) == 3
+    for image in images:
+        data = web_server.view(image["filename"], image["subfolder"], image["type"])
+        assert Image.open(io.BytesIO(data)).size == (128, 128)
+    # binary previews, each attributed to the node executing when it arrived
+    current, previews = None, []
+    for msg in web_server.messages():
+        if msg["type"] == "executing":
+            current = msg["data"].get("node")
+        elif msg["type"] == "binary":
+            previews.append(current)
+    assert {"3", "4", "9"} <= set(previews), previews

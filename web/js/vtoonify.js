@@ -1,0 +1,394 @@
+// VToonify web UI: model-file status and downloads on "Load VToonify Model", a searchable
+// exemplar-style picker on "Extract Style Code". Touches VToonify* nodes only; every hook chains
+// the callback that was there before. Server side: nodes/routes.py (routes under /vtoonify/).
+import { app } from "../../../scripts/app.js";
+import { api } from "../../../scripts/api.js";
+
+const LOAD_NODE = "VToonifyLoadModel";
+const EXTRACT_NODE = "VToonifyExtractStyle";
+const DOWNLOAD_EVENT = "vtoonify.download";
+
+/** Call `callback` after whatever `object[property]` did before (if anything). */
+function chainCallback(object, property, callback) {
+  const original = object[property];
+  object[property] = function (...args) {
+    const result = original?.apply(this, args);
+    callback.apply(this, args);
+    return result;
+  };
+}
+
+function findWidget(node, name) {
+  return node.widgets?.find((w) => w.name === name);
+}
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "style") e.style.cssText = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+const PANEL_STYLE =
+  "font: 11px/1.4 sans-serif; color: var(--input-text, #ddd); background: var(--comfy-input-bg, #222);" +
+  "border-radius: 6px; padding: 4px 6px; overflow: auto; box-sizing: border-box;";
+const BUTTON_STYLE =
+  "font: 11px sans-serif; margin: 1px 4px 1px 0; padding: 1px 6px; cursor: pointer; border-radius: 4px;" +
+  "border: 1px solid var(--border-color, #555); background: var(--comfy-menu-bg, #333); color: inherit;";
+
+/** A panel (DOM widget) below the node's widgets; not saved in workflows or prompts. The node
+ * grows to show it (never shrinks below the size a user gave it). */
+function addPanel(node, name, minHeight, minWidth) {
+  const panel = el("div", { class: `vtoonify-panel ${name}`, style: PANEL_STYLE });
+  const widget = node.addDOMWidget(name, "vtoonify-panel", panel, {
+    serialize: false,
+    hideOnZoom: false,
+    getValue: () => "",
+    setValue: () => {},
+    getMinHeight: () => minHeight,
+    getMaxHeight: () => Math.max(minHeight, 260),
+  });
+  widget.serialize = false;
+  requestAnimationFrame(() => {
+    const size = node.computeSize?.() ?? node.size;
+    node.setSize?.([Math.max(node.size[0], size[0], minWidth), Math.max(node.size[1], size[1])]);
+    node.setDirtyCanvas?.(true, true);
+  });
+  return panel;
+}
+
+async function getJSON(route) {
+  const res = await api.fetchApi(route, { cache: "no-store" });
+  return { ok: res.ok, status: res.status, data: await res.json().catch(() => ({})) };
+}
+
+const posix = (name) => String(name ?? "").replaceAll("\\", "/");
+
+// ------------------------------------------------------------------------------------------------
+// downloads (shared by every Load VToonify Model node)
+
+const downloads = {
+  states: {},
+  listeners: new Set(),
+  timer: null,
+  update(states) {
+    this.states = { ...this.states, ...states };
+    for (const fn of this.listeners) fn();
+    const busy = Object.values(this.states).some((s) => s.status === "queued" || s.status === "downloading");
+    if (busy && !this.timer) this.timer = setInterval(() => this.poll(), 1000);
+    if (!busy && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  },
+  async poll() {
+    try {
+      const { ok, data } = await getJSON("/vtoonify/downloads");
+      if (ok) this.update(data.downloads ?? {});
+    } catch {
+      /* the server went away: keep the last state */
+    }
+  },
+  async start(name) {
+    const res = await api.fetchApi("/vtoonify/download", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name }),
+    });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(data.error ?? `download refused (${res.status})`);
+    this.update({ [name]: data });
+    return data;
+  },
+};
+
+api.addEventListener(DOWNLOAD_EVENT, (event) => {
+  const state = event.detail;
+  if (state?.name) downloads.update({ [state.name]: state });
+});
+
+function formatBytes(n) {
+  if (!n) return "0 MB";
+  return `${(n / 1048576).toFixed(n < 10485760 ? 1 : 0)} MB`;
+}
+
+function downloadLabel(state) {
+  if (!state) return "";
+  if (state.status === "queued") return "queued";
+  if (state.status === "downloading") {
+    const pct = state.total ? ` ${Math.floor((100 * state.bytes) / state.total)}%` : "";
+    return `downloading${pct} (${formatBytes(state.bytes)}${state.total ? ` of ${formatBytes(state.total)}` : ""})`;
+  }
+  if (state.status === "done") return "downloaded";
+  if (state.status === "present") return "present";
+  if (state.status === "error") return `failed: ${state.error ?? "error"}`;
+  return state.status ?? "";
+}
+
+/** Official files the node's current choices need (checkpoint, encoder, parser, exemplar codes). */
+function neededFiles(node, official) {
+  const names = new Set(official.map((f) => f.name));
+  const needed = [];
+  const ckpt = posix(findWidget(node, "checkpoint")?.value);
+  for (const w of ["checkpoint", "style_encoder", "face_parser"]) {
+    const v = posix(findWidget(node, w)?.value);
+    if (names.has(v)) needed.push(v);
+  }
+  const ex = posix(findWidget(node, "exstyle")?.value ?? "auto");
+  if (ex === "auto" && ckpt.startsWith("vtoonify_d_")) {
+    const beside = `${ckpt.split("/")[0]}/exstyle_code.npy`;
+    if (names.has(beside)) needed.push(beside);
+  } else if (names.has(ex)) needed.push(ex);
+  return needed;
+}
+
+function setupLoadNode(node) {
+  const panel = addPanel(node, "vtoonify_status", 100, 380);
+  let files = [];
+  let error = null;
+
+  const render = () => {
+    panel.replaceChildren();
+    if (error) {
+      panel.append(el("div", {}, `model status unavailable: ${error}`));
+      return;
+    }
+    if (!files.length) {
+      panel.append(el("div", {}, "checking models/vtoonify…"));
+      return;
+    }
+    const present = files.filter((f) => f.present);
+    panel.append(
+      el("div", { class: "vtoonify-summary" },
+        `models/vtoonify: ${present.length} of ${files.length} official files present`));
+    const byName = Object.fromEntries(files.map((f) => [f.name, f]));
+    const row = (name, role) => {
+      const f = byName[name];
+      const state = downloads.states[name];
+      const done = f?.present || state?.status === "done";
+      const line = el("div", { class: `vtoonify-file ${done ? "present" : "missing"}`, "data-name": name },
+        `${done ? "✓" : "✗"} ${name}${role ? ` (${role})` : ""} `);
+      if (!done) {
+        const busy = state && (state.status === "queued" || state.status === "downloading");
+        if (busy) line.append(el("span", { class: "vtoonify-progress" }, downloadLabel(state)));
+        else {
+          line.append(el("button", {
+            style: BUTTON_STYLE, class: "vtoonify-download", "data-name": name,
+            onclick: async (e) => {
+              e.stopPropagation();
+              try {
+                await downloads.start(name);
+              } catch (err) {
+                downloads.update({ [name]: { name, status: "error", error: err.message } });
+              }
+              render();
+            },
+          }, "Download"));
+          if (state?.status === "error") line.append(el("span", {}, ` ${downloadLabel(state)}`));
+        }
+      }
+      return line;
+    };
+    const needed = neededFiles(node, files);
+    if (needed.length) {
+      panel.append(el("div", { style: "opacity: .8; margin-top: 2px" }, "this node needs:"));
+      for (const n of needed) panel.append(row(n, byName[n]?.role));
+    }
+    const missing = files.filter((f) => !f.present && !needed.includes(f.name));
+    if (missing.length) {
+      const details = el("details", {}, el("summary", { style: "cursor: pointer" },
+        `other missing official files (${missing.length})`));
+      for (const f of missing) details.append(row(f.name, f.role));
+      panel.append(details);
+    }
+  };
+
+  const refresh = async () => {
+    try {
+      const { ok, data } = await getJSON("/vtoonify/models");
+      if (!ok) throw new Error(data.error ?? "server error");
+      files = data.files ?? [];
+      error = null;
+      downloads.update(data.downloads ?? {});
+    } catch (err) {
+      error = err.message;
+    }
+    render();
+  };
+
+  const finishedSeen = new Set();
+  const listener = () => {
+    const fresh = Object.values(downloads.states).filter((s) => s.status === "done" && !finishedSeen.has(s.name));
+    for (const s of fresh) finishedSeen.add(s.name);
+    if (fresh.length) refresh(); // a file arrived: read the folder again
+    else render();
+  };
+  downloads.listeners.add(listener);
+  chainCallback(node, "onRemoved", () => downloads.listeners.delete(listener));
+  for (const name of ["checkpoint", "style_encoder", "face_parser", "exstyle"]) {
+    const w = findWidget(node, name);
+    if (w) chainCallback(w, "callback", render);
+  }
+  node.vtoonifyRefresh = refresh;
+  refresh();
+}
+
+// ------------------------------------------------------------------------------------------------
+// style picker
+
+const styleNamesCache = new Map();
+
+/** The Load VToonify Model node feeding `node` (through its vtoonify_model input), or null. */
+function upstreamLoadNode(node) {
+  const slot = node.findInputSlot?.("vtoonify_model") ?? -1;
+  let current = slot >= 0 ? node.getInputNode?.(slot) : null;
+  for (let hops = 0; current && hops < 8; hops++) {
+    if (current.type === LOAD_NODE || current.comfyClass === LOAD_NODE) return current;
+    current = current.inputs?.length ? current.getInputNode?.(0) : null; // through reroutes
+  }
+  return null;
+}
+
+async function styleNames(loadNode) {
+  const checkpoint = findWidget(loadNode, "checkpoint")?.value;
+  const exstyle = findWidget(loadNode, "exstyle")?.value ?? "auto";
+  if (!checkpoint) return { names: [], note: "choose a checkpoint in Load VToonify Model" };
+  const key = `${checkpoint}\n${exstyle}`;
+  if (!styleNamesCache.has(key)) {
+    const query = new URLSearchParams({ checkpoint, exstyle });
+    const { ok, data } = await getJSON(`/vtoonify/styles?${query}`);
+    if (!ok) return { names: [], note: data.error ?? "cannot read the style names" };
+    if (!data.available) return { names: [], note: data.note ?? "no exemplar styles" };
+    styleNamesCache.set(key, data);
+  }
+  return styleNamesCache.get(key);
+}
+
+function closePicker() {
+  document.querySelector(".vtoonify-style-picker")?.remove();
+}
+
+function openPicker(node, names, anchor) {
+  closePicker();
+  const idWidget = findWidget(node, "style_id");
+  const current = Number(idWidget?.value ?? 0);
+  const search = el("input", {
+    type: "search", placeholder: `search ${names.length} styles…`, class: "vtoonify-style-search",
+    style: "width: 100%; box-sizing: border-box; margin-bottom: 4px; padding: 3px;",
+  });
+  const list = el("div", { class: "vtoonify-style-list", style: "max-height: 300px; overflow: auto;" });
+  const box = el("div", {
+    class: "vtoonify-style-picker",
+    style: PANEL_STYLE + "position: fixed; z-index: 10000; width: 280px; padding: 6px;" +
+      "box-shadow: 0 4px 16px rgba(0,0,0,.5); border: 1px solid var(--border-color, #555);",
+  }, search, list);
+  const choose = (id) => {
+    if (idWidget) {
+      idWidget.value = id;
+      idWidget.callback?.(id);
+    }
+    node.setDirtyCanvas?.(true, true);
+    closePicker();
+  };
+  const render = () => {
+    const q = search.value.trim().toLowerCase();
+    list.replaceChildren();
+    names.forEach((name, id) => {
+      if (q && !name.toLowerCase().includes(q) && String(id) !== q) return;
+      list.append(el("div", {
+        class: "vtoonify-style-item", "data-id": String(id),
+        style: `cursor: pointer; padding: 1px 4px; border-radius: 3px;${id === current ? " background: rgba(128,128,255,.35);" : ""}`,
+        onclick: () => choose(id),
+      }, `${id}: ${name}`));
+    });
+    if (!list.childElementCount) list.append(el("div", { style: "opacity: .7" }, "no style matches"));
+  };
+  search.addEventListener("input", render);
+  box.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") closePicker();
+    e.stopPropagation();
+  });
+  render();
+  const r = anchor.getBoundingClientRect();
+  box.style.left = `${Math.max(4, Math.min(r.left, window.innerWidth - 290))}px`;
+  box.style.top = `${Math.max(4, Math.min(r.bottom + 4, window.innerHeight - 360))}px`;
+  document.body.append(box);
+  setTimeout(() => {
+    const outside = (e) => {
+      if (!box.contains(e.target)) {
+        closePicker();
+        document.removeEventListener("pointerdown", outside, true);
+      }
+    };
+    document.addEventListener("pointerdown", outside, true);
+  }, 0);
+  search.focus();
+}
+
+function setupExtractNode(node) {
+  const panel = addPanel(node, "vtoonify_style_picker", 30, 300);
+  const label = el("span", { class: "vtoonify-style-name" }, "");
+  const button = el("button", { style: BUTTON_STYLE, class: "vtoonify-pick-style" }, "Pick style…");
+  panel.append(button, label);
+
+  const update = async () => {
+    const idWidget = findWidget(node, "style_id");
+    const id = Number(idWidget?.value ?? 0);
+    const loadNode = upstreamLoadNode(node);
+    if (!loadNode) {
+      label.textContent = `style ${id}`;
+      return;
+    }
+    try {
+      const { names, note } = await styleNames(loadNode);
+      label.textContent = names.length
+        ? (id < names.length ? `style ${id}: ${names[id]}` : `style ${id}: out of range (0-${names.length - 1})`)
+        : `style ${id}${note ? ` (${note})` : ""}`;
+    } catch (err) {
+      label.textContent = `style ${id}`;
+    }
+  };
+
+  button.addEventListener("click", async (e) => {
+    e.stopPropagation();
+    const loadNode = upstreamLoadNode(node);
+    if (!loadNode) {
+      label.textContent = "connect Load VToonify Model to vtoonify_model first";
+      return;
+    }
+    try {
+      const { names, note } = await styleNames(loadNode);
+      if (!names.length) label.textContent = note ?? "no exemplar styles in this checkpoint";
+      else openPicker(node, names, button);
+    } catch (err) {
+      label.textContent = `cannot list the styles: ${err.message}`;
+    }
+  });
+  const idWidget = findWidget(node, "style_id");
+  if (idWidget) chainCallback(idWidget, "callback", update);
+  chainCallback(node, "onConnectionsChange", () => setTimeout(update, 0));
+  chainCallback(node, "onConfigure", () => setTimeout(update, 0));
+  node.vtoonifyUpdateStyle = update;
+  setTimeout(update, 0);
+}
+
+// ------------------------------------------------------------------------------------------------
+
+app.registerExtension({
+  name: "VToonify.UI",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name === LOAD_NODE) {
+      chainCallback(nodeType.prototype, "onNodeCreated", function () {
+        setupLoadNode(this);
+      });
+    } else if (nodeData?.name === EXTRACT_NODE) {
+      chainCallback(nodeType.prototype, "onNodeCreated", function () {
+        setupExtractNode(this);
+      });
+    }
+  },
+});
