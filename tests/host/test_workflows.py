@@ -1,0 +1,543 @@
+"""The example workflows (``workflows/``) end to end on a real ComfyUI 0.30: HTTP API and the real frontend.
+
+Stand-in checkpoints are put into the server's ``models/vtoonify`` under the official names (with 317
+exemplar styles for VToonify-D, as the cartoon release has), a tiny random Real-ESRGAN-compact model
+into ``models/upscale_models`` under the name the upscaler workflow uses, and the example images are
+uploaded through ``/upload/image`` under the names the workflows load (``skimage.data.astronaut()``
+at 256x256, a three-frame animated WebP of it, and a recoloured mirror image as the style reference).
+So every workflow runs exactly as shipped: nothing is substituted.
+
+* ``/object_info`` lists the five nodes with their inputs and outputs;
+* every API workflow runs through ``/prompt``; its outputs are fetched through ``/history`` and ``/view``
+  and checked (sizes: 4x the official face crop, or what the post-processing makes of it; contents);
+  the VToonify nodes that ran sent progress over ``/ws``;
+* invalid prompts get ComfyUI's validation error (HTTP 400 with ``node_errors``) and the server goes on;
+* every UI workflow loads in headless Chromium with no missing node type and no unexpected console
+  error, ``app.graphToPrompt()`` gives exactly its API twin, and the Run button's prompt succeeds; a
+  screenshot of each loaded graph goes to ``tests/host/artifacts/workflow_<name>.png``.
+
+The shipped files are generated from ``workflow_specs.py`` by the real frontend:
+``VTOONIFY_WRITE_WORKFLOWS=1 pytest tests/host/test_workflows.py -k regenerate`` builds each graph in
+the browser and writes ``workflows/<name>.json`` (UI), ``workflows/api/<name>.json`` (API) and the
+thumbnail ``workflows/<name>.jpg``.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from workflow_specs import (D_CARTOON, ENCODER, EXAMPLE_CLIP, EXAMPLE_IMAGE, PARSER, REFERENCE_IMAGE, T_CARTOON,
+                            UPSCALER, WORKFLOWS)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOW_DIR = REPO / "workflows"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+API_DIR = WORKFLOW_DIR / "api"
+NAMES = list(WORKFLOWS)
+WRITE_ENV = "VTOONIFY_WRITE_WORKFLOWS"
+SIZE = 256              # example portrait side
+CLIP_FRAMES = 3
+N_STYLES = 317          # exemplar styles of the official vtoonify_d_cartoon
+THUMB_WIDTH, THUMB_QUALITY, THUMB_MAX_BYTES = 800, 72, 100_000
+VTOONIFY_NODES = {
+    "VToonifyLoadModel": (["checkpoint", "style_encoder", "face_parser", "exstyle", "device", "precision",
+                           "download_missing"], [], ["VTOONIFY_MODEL", "FACE_PARSER"]),
+    "VToonifyExtractStyle": (["vtoonify_model", "image", "style_id", "color_transfer"], [],
+                             ["VTOONIFY_STYLE", "IMAGE", "STRING"]),
+    "VToonifyFaceParse": (["face_parser", "images", "mask_skin", "mask_brows", "mask_eyes", "mask_eyeglasses",
+                           "mask_ears", "mask_earrings", "mask_nose", "mask_mouth", "mask_lips", "mask_neck",
+                           "mask_necklace", "mask_cloth", "mask_hair", "mask_hat", "mask_background"], [],
+                          ["FACE_PARSING", "MASK", "IMAGE"]),
+    "VToonifySmoothParsing": (["face_parsing", "images", "k", "sigma_t", "sigma_s"], ["flow"], ["FACE_PARSING"]),
+    "VToonifyStylizeFrames": (["vtoonify_model", "images", "style", "style_degree", "crop_mode", "batch_size"],
+                              ["face_parsing", "face_padding"], ["IMAGE", "MASK", "INT", "INT", "INT", "INT"]),
+}
+PROGRESS_NODES = {"VToonifyFaceParse", "VToonifySmoothParsing", "VToonifyStylizeFrames"}
+
+# Builds a spec (workflow_specs.py) with the frontend's own LiteGraph classes and returns what the
+# frontend saves (graphToPrompt: {workflow, output}) as JSON text, so undefined fields are dropped
+# exactly as in a file the user exports.
+BUILD_JS = r"""
+async (spec) => {
+  const TITLE = LiteGraph.NODE_TITLE_HEIGHT, GAP = 24, GROUP_HEAD = 44, GROUP_GAP = 40, COL_GAP = 70, PAD = 12;
+  const graph = window.app.graph;
+  graph.clear();
+  const made = {};
+  for (const [key, def] of Object.entries(spec.nodes)) {
+    const node = LiteGraph.createNode(def.type);
+    if (!node) throw new Error(`${key}: node type ${def.type} is not registered`);
+    if (def.title) node.title = def.title;
+    graph.add(node);
+    if (def.text !== undefined) node.widgets[0].value = def.text;
+    for (const [name, value] of Object.entries(def.widgets || {})) {
+      const widget = (node.widgets || []).find((w) => w.name === name);
+      if (!widget) throw new Error(`${key} (${def.type}): no widget ${name}`);
+      widget.value = value;
+    }
+    if (def.color) node.color = def.color;
+    made[key] = node;
+  }
+  for (const [a, out, b, inp] of spec.links) {
+    const src = made[a], dst = made[b];
+    const o = src.findOutputSlot(out), i = dst.findInputSlot(inp);
+    if (o < 0 || i < 0) throw new Error(`no slot for link ${a}.${out} -> ${b}.${inp}`);
+    if (!src.connect(o, dst, i)) throw new Error(`link ${a}.${out} -> ${b}.${inp} refused`);
+  }
+  let x = 0;
+  for (const column of spec.columns) {
+    let y = 0, width = 0;
+    for (const block of column) {
+      const nodes = block.nodes.map((k) => made[k]);
+      if (block.group) y += GROUP_HEAD;
+      for (const key of block.nodes) {
+        const node = made[key], def = spec.nodes[key];
+        const size = node.computeSize();
+        node.size = [Math.max(size[0], def.width || 0), Math.max(size[1], def.height || 0)];
+        node.pos = [x, y + TITLE];
+        y += TITLE + node.size[1] + GAP;
+        width = Math.max(width, node.size[0]);
+      }
+      if (block.group) {
+        const group = new LiteGraph.LGraphGroup(block.group);
+        if (block.color) group.color = block.color;
+        graph.add(group);
+        const x0 = Math.min(...nodes.map((n) => n.pos[0])), y0 = Math.min(...nodes.map((n) => n.pos[1] - TITLE));
+        const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0]));
+        const y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+        group.pos = [x0 - PAD, y0 - PAD - group.titleHeight];
+        group.size = [x1 - x0 + 2 * PAD, y1 - y0 + 2 * PAD + group.titleHeight];
+        y += GROUP_GAP;
+      }
+    }
+    x += width + COL_GAP;
+  }
+  graph.setDirtyCanvas(true, true);
+  const p = await window.app.graphToPrompt();
+  return {workflow: JSON.stringify(p.workflow), output: JSON.stringify(p.output)};
+}
+"""
+
+FIT_JS = r"""
+async () => {
+  const canvas = window.app.canvas;
+  await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
+  canvas.min_font_size_for_lod = 1;  // draw titles and widgets even when zoomed out
+  canvas.show_info = false;
+  canvas.setDirty(true, true);
+}
+"""
+
+# The graph's bounding box on the page (CSS px), for cropping thumbnails.
+BOX_JS = r"""
+() => {
+  const canvas = window.app.canvas, graph = window.app.graph, rects = [], T = LiteGraph.NODE_TITLE_HEIGHT;
+  for (const n of graph.nodes) rects.push([n.pos[0], n.pos[1] - T, n.size[0], n.size[1] + T]);
+  for (const g of graph.groups) rects.push([g.pos[0], g.pos[1], g.size[0], g.size[1]]);
+  const x0 = Math.min(...rects.map((r) => r[0])), y0 = Math.min(...rects.map((r) => r[1]));
+  const x1 = Math.max(...rects.map((r) => r[0] + r[2])), y1 = Math.max(...rects.map((r) => r[1] + r[3]));
+  const box = canvas.canvas.getBoundingClientRect();
+  const [a, b] = canvas.ds.convertOffsetToCanvas([x0, y0]), [c, d] = canvas.ds.convertOffsetToCanvas([x1, y1]);
+  const k = box.width / canvas.canvas.width;  // canvas px -> CSS px
+  return {x: box.left + a * k, y: box.top + b * k, width: (c - a) * k, height: (d - b) * k};
+}
+"""
+
+# Everything drawn over the canvas (tabs, side bar, run button, minimap) is hidden for thumbnails.
+HIDE_OVERLAYS_CSS = "#graph-canvas-container > div.pointer-events-none { visibility: hidden !important; }"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def portrait(size: int = SIZE) -> np.ndarray:
+    """``skimage.data.astronaut()`` resized to ``size`` x ``size`` (uint8 RGB)."""
+    from skimage import data
+
+    return np.asarray(Image.fromarray(data.astronaut()).resize((size, size), Image.LANCZOS))
+
+
+def clip_frames() -> list[np.ndarray]:
+    """Three frames of a slowly panning view of the portrait."""
+    big = np.asarray(Image.fromarray(portrait(SIZE + 16)))
+    return [np.ascontiguousarray(big[2 * i:2 * i + SIZE, 4 * i:4 * i + SIZE]) for i in range(CLIP_FRAMES)]
+
+
+def reference_portrait() -> np.ndarray:
+    """The portrait mirrored with its colour channels rotated: another face, other colours."""
+    return np.ascontiguousarray(portrait()[:, ::-1, [2, 0, 1]])
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def webp_clip_bytes(frames: list[np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    imgs = [Image.fromarray(f) for f in frames]
+    imgs[0].save(buf, "WEBP", save_all=True, append_images=imgs[1:], lossless=True, duration=40, loop=0)
+    return buf.getvalue()
+
+
+def compact_upscaler(scale: int = 2, nf: int = 8, n_conv: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A Real-ESRGAN compact (SRVGGNetCompact) state dict with random weights, as spandrel detects it:
+    ``body.{2k}`` convs, ``body.{2k+1}`` PReLUs, the last conv giving ``3 * scale**2`` channels."""
+    g = torch.Generator().manual_seed(seed)
+    sd, i, cin = {}, 0, 3
+    for _ in range(n_conv + 1):
+        sd[f"body.{i}.weight"] = torch.randn(nf, cin, 3, 3, generator=g) * 0.05
+        sd[f"body.{i}.bias"] = torch.zeros(nf)
+        sd[f"body.{i + 1}.weight"] = torch.full((nf,), 0.25)
+        i, cin = i + 2, nf
+    sd[f"body.{i}.weight"] = torch.randn(3 * scale * scale, nf, 3, 3, generator=g) * 0.01
+    sd[f"body.{i}.bias"] = torch.zeros(3 * scale * scale)
+    return sd
+
+
+def place(root: Path, rel: str, source: Path | None = None) -> Path:
+    """Make ``root/rel`` a link to ``source`` (or free it for writing), its folders real directories
+    (a linked folder, e.g. from ``add_models``, is replaced by a folder of links to its files, so
+    nothing is ever written through a link into a fixture's files)."""
+    dest = root / rel
+    parent = dest.parent
+    if parent.is_symlink():
+        target = parent.resolve()
+        parent.unlink()
+        parent.mkdir()
+        for entry in target.iterdir():
+            (parent / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_symlink() or dest.exists():
+        dest.unlink()
+    if source is not None:
+        dest.symlink_to(source)
+    return dest
+
+
+def load_ui(name: str) -> dict:
+    return json.loads((WORKFLOW_DIR / f"{name}.json").read_text())
+
+
+def load_api(name: str) -> dict:
+    return json.loads((API_DIR / f"{name}.json").read_text())
+
+
+def nodes_of(api: dict, class_type: str) -> dict[str, dict]:
+    return {nid: node for nid, node in api.items() if node["class_type"] == class_type}
+
+
+def node_by_title(api: dict, title: str) -> str:
+    (nid,) = [nid for nid, node in api.items() if node.get("_meta", {}).get("title") == title]
+    return nid
+
+
+def fetch_images(server, entry: dict, node_id: str) -> list[np.ndarray]:
+    """The images a node saved or previewed, decoded (first frame of animated files)."""
+    out = []
+    for rec in server.output_images(entry, node_id):
+        data = server.view(rec["filename"], rec["subfolder"], rec["type"])
+        out.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    return out
+
+
+def assert_picture(img: np.ndarray, shape: tuple[int, int]) -> None:
+    """An RGB picture of ``shape`` (h, w) with real content (not one flat colour, not all black/white)."""
+    assert img.shape == (*shape, 3), (img.shape, shape)
+    assert img.dtype == np.uint8
+    assert 2.0 < float(img.mean()) < 253.0 and float(img.std()) > 2.0, (img.mean(), img.std())
+
+
+def face_output_size(frames: list[np.ndarray]) -> tuple[int, int]:
+    """(h, w) of Stylize Frames' output in face mode: 4x the official crop of these frames."""
+    from vtoonify_core.pipeline import plan_clip
+
+    t = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
+    plan = plan_clip(t, "face", input_range=(0.0, 1.0))
+    return plan.output_size
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def workflow_env(comfy_server, vtoonify_t_path, vtoonify_d_path, psp_path, bisenet_path):
+    """The server with the official model names in place and the example images uploaded; returns the
+    expected output sizes."""
+    from vtoonify_core import standin
+
+    root = comfy_server.base / "models" / "vtoonify"
+    for rel, src in ((T_CARTOON, vtoonify_t_path), (D_CARTOON, vtoonify_d_path), (ENCODER, psp_path),
+                     (PARSER, bisenet_path)):
+        place(root, rel, src)
+    standin.write_official_exstyles(place(root, str(Path(D_CARTOON).parent / "exstyle_code.npy")), n=N_STYLES)
+    upscalers = comfy_server.base / "models" / "upscale_models"
+    upscalers.mkdir(parents=True, exist_ok=True)
+    torch.save(compact_upscaler(scale=2), upscalers / UPSCALER)
+
+    image, frames, reference = portrait(), clip_frames(), reference_portrait()
+    comfy_server.upload_image(png_bytes(image), EXAMPLE_IMAGE)
+    comfy_server.upload_image(webp_clip_bytes(frames), EXAMPLE_CLIP)
+    comfy_server.upload_image(png_bytes(reference), REFERENCE_IMAGE)
+    return {"image": image, "frames": frames, "reference": reference,
+            "portrait_out": face_output_size([image]), "clip_out": face_output_size(frames)}
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+@pytest.mark.skipif(os.environ.get(WRITE_ENV) != "1", reason=f"{WRITE_ENV}=1 regenerates workflows/")
+def test_regenerate_workflows(workflow_env, browser_page):
+    """Build every spec in the real frontend and write the UI JSON, the API JSON and the thumbnail."""
+    API_DIR.mkdir(parents=True, exist_ok=True)
+    for name, spec in WORKFLOWS.items():
+        built = browser_page.evaluate(BUILD_JS, spec)
+        workflow, output = json.loads(built["workflow"]), json.loads(built["output"])
+        workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-vtoonify/workflows/{name}"))
+        (WORKFLOW_DIR / f"{name}.json").write_text(json.dumps(workflow, indent=2, ensure_ascii=False) + "\n")
+        (API_DIR / f"{name}.json").write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
+    for name in WORKFLOWS:
+        write_thumbnail(browser_page, name)
+    assert browser_page.unexpected_console_errors() == [], "\n".join(browser_page.console_errors)
+
+
+def show_graph(page, name: str) -> dict:
+    """Load a UI workflow and fit it into the view, with the images of its Load Image nodes shown;
+    return the graph's bounding box on the page."""
+    page.load_graph(load_ui(name))
+    page.evaluate(FIT_JS)
+    page.page.wait_for_timeout(800)  # the fit is animated
+    return page.evaluate(BOX_JS)
+
+
+def write_thumbnail(page, name: str) -> Path:
+    page.page.set_viewport_size({"width": 1600, "height": 1000})
+    box = show_graph(page, name)
+    margin = 16
+    clip = {"x": max(0.0, box["x"] - margin), "y": max(0.0, box["y"] - margin),
+            "width": box["width"] + 2 * margin, "height": box["height"] + 2 * margin}
+    style = page.page.add_style_tag(content=HIDE_OVERLAYS_CSS)
+    try:
+        shot = page.page.screenshot(type="png", clip=clip)
+    finally:
+        style.evaluate("(el) => el.remove()")
+    img = Image.open(io.BytesIO(shot)).convert("RGB")
+    img = img.resize((THUMB_WIDTH, round(img.height * THUMB_WIDTH / img.width)), Image.LANCZOS)
+    path = WORKFLOW_DIR / f"{name}.jpg"
+    img.save(path, "JPEG", quality=THUMB_QUALITY, optimize=True, progressive=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- files and /object_info
+
+
+def test_workflow_files_are_complete():
+    ui_names = sorted(p.stem for p in WORKFLOW_DIR.glob("*.json"))
+    assert sorted(NAMES) == [n for n in ui_names if n in WORKFLOWS]
+    for name in NAMES:
+        ui, api = load_ui(name), load_api(name)
+        assert ui.get("version") == 0.4 and ui["nodes"] and ui["links"] and ui["groups"], name
+        types = {n["type"] for n in ui["nodes"]}
+        assert "MarkdownNote" in types, f"{name}: no note"
+        # the API twin has every node of the UI workflow but the notes
+        assert sorted(map(int, api)) == sorted(n["id"] for n in ui["nodes"] if n["type"] != "MarkdownNote")
+        loaders = nodes_of(api, "VToonifyLoadModel")
+        assert loaders, name
+        for node in loaders.values():
+            assert node["inputs"]["checkpoint"] in (T_CARTOON, D_CARTOON)
+            assert (node["inputs"]["style_encoder"], node["inputs"]["face_parser"]) == (ENCODER, PARSER)
+            assert node["inputs"]["exstyle"] == "auto" and node["inputs"]["download_missing"] is False
+        thumb = WORKFLOW_DIR / f"{name}.jpg"
+        assert thumb.is_file(), f"{thumb} missing"
+        assert thumb.stat().st_size < THUMB_MAX_BYTES, f"{thumb}: {thumb.stat().st_size} bytes"
+        with Image.open(thumb) as im:
+            assert im.format == "JPEG" and im.width == THUMB_WIDTH
+
+
+def test_object_info_lists_the_nodes(comfy_server):
+    info = comfy_server.object_info()
+    for name, (required, optional, outputs) in VTOONIFY_NODES.items():
+        assert name in info, f"{name} missing from /object_info"
+        node = info[name]
+        assert node["category"] == "VToonify"
+        assert list(node["input"]["required"]) == required, name
+        assert list(node["input"].get("optional", {})) == optional, name
+        assert node["output"] == outputs, name
+        assert node["output_node"] is False
+    checkpoints = info["VToonifyLoadModel"]["input"]["required"]["checkpoint"][0]
+    assert T_CARTOON in checkpoints and D_CARTOON in checkpoints
+    # every core node the workflows use is there
+    used = {n["class_type"] for name in NAMES for n in load_api(name).values()}
+    assert used - set(info) == set()
+
+
+# ---------------------------------------------------------------------------------------------- API runs
+
+
+def save_output_artifact(name: str, server, entry: dict, api: dict) -> None:
+    """The first saved image of a run, small, as ``tests/host/artifacts/workflow_<name>_output.jpg``."""
+    for nid in nodes_of(api, "SaveImage"):
+        images = fetch_images(server, entry, nid)
+        if images:
+            img = Image.fromarray(images[0])
+            img.thumbnail((512, 512))
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            img.save(ARTIFACTS / f"workflow_{name}_output.jpg", quality=85)
+            return
+
+
+def check_outputs(name: str, server, entry: dict, api: dict, env: dict) -> None:
+    """Per-workflow checks of what the run saved and previewed."""
+    h, w = env["portrait_out"]
+    saves = nodes_of(api, "SaveImage")
+    if name == "vtoonify_t_video":
+        ch, cw = env["clip_out"]
+        frames = fetch_images(server, entry, node_by_title(api, "Save frames (PNG)"))
+        assert len(frames) == CLIP_FRAMES
+        for f in frames:
+            assert_picture(f, (ch, cw))
+        (webp,) = server.output_images(entry, node_by_title(api, "Save clip (animated WebP)"))
+        with Image.open(io.BytesIO(server.view(webp["filename"], webp["subfolder"]))) as im:
+            assert (im.format, im.n_frames, im.size) == ("WEBP", CLIP_FRAMES, (cw, ch))
+        parsing = fetch_images(server, entry, node_by_title(api, "Parsing maps"))
+        assert len(parsing) == CLIP_FRAMES and parsing[0].shape == (SIZE, SIZE, 3)
+        (aligned,) = fetch_images(server, entry, node_by_title(api, "Aligned face"))
+        assert aligned.shape == (256, 256, 3)
+    elif name == "vtoonify_d_exemplar":
+        (plain,) = fetch_images(server, entry, node_by_title(api, "Save (face colours)"))
+        (color,) = fetch_images(server, entry, node_by_title(api, "Save (exemplar colours)"))
+        assert_picture(plain, (h, w))
+        assert_picture(color, (h, w))
+        assert np.abs(plain.astype(float) - color.astype(float)).mean() > 0.5, "colour transfer changed nothing"
+        texts = {nid: entry["outputs"][nid]["text"] for nid in nodes_of(api, "PreviewAny")}
+        assert len(texts) == 2
+        for text in texts.values():
+            assert "exemplar style 26" in " ".join(text), texts
+        assert any("exemplar colours" in " ".join(t) for t in texts.values()), texts
+    elif name in ("vtoonify_upscale", "vtoonify_upscale_cheap"):
+        (before,) = fetch_images(server, entry, node_by_title(api, "Stylized (before upscaling)"))
+        (after,) = fetch_images(server, entry, next(iter(saves)))
+        assert_picture(before, (h, w))
+        assert_picture(after, (2 * h, 2 * w))
+        # an upscaled copy of the stylized image, not something else
+        small = np.asarray(Image.fromarray(after).resize((w, h), Image.BOX)).astype(float)
+        assert np.abs(small - before.astype(float)).mean() < 8.0
+    elif name in ("vtoonify_composite", "vtoonify_hair_skin"):
+        (out,) = fetch_images(server, entry, next(iter(saves)))
+        assert_picture(out, (2 * SIZE, 2 * SIZE))
+        (stylized,) = fetch_images(server, entry, node_by_title(api, "Stylized"))
+        assert stylized.shape[0] % 32 == 0 and stylized.shape[1] % 32 == 0
+        # the mask: the soft class probabilities of the stand-in parser (small where few classes are
+        # ticked), feathered to 0 at the box edges
+        (mask,) = fetch_images(server, entry, node_by_title(api, "Composite mask"))
+        m = mask[..., 0].astype(float)
+        edges = max(m[0].max(), m[-1].max(), m[:, 0].max(), m[:, -1].max())
+        assert m.max() > 8 and edges <= m.max() / 12 + 1, "the composite mask is empty or not feathered"
+        # outside the face box the frame is the enlarged original; inside, the stylized face shows
+        up = np.asarray(Image.fromarray(env["image"]).resize((2 * SIZE, 2 * SIZE), Image.LANCZOS)).astype(float)
+        diff = np.abs(out.astype(float) - up).mean(axis=2)
+        assert diff[-SIZE // 2:].mean() < 2.0, "the composite changed the frame far from the face"
+        assert diff.max() > 3, "nothing was pasted"
+        assert (diff > 3).mean() < 0.5
+    elif name == "vtoonify_reference_style":
+        (out,) = fetch_images(server, entry, next(iter(saves)))
+        assert_picture(out, (h, w))
+        (aligned,) = fetch_images(server, entry, node_by_title(api, "Aligned reference face"))
+        assert aligned.shape == (256, 256, 3)
+    else:  # pragma: no cover - a new workflow needs its checks
+        raise AssertionError(f"no output checks for {name}")
+
+
+@pytest.mark.parametrize("name", NAMES, scope="module")  # each API run, then its UI twin
+def test_api_workflow_runs(name, workflow_env, comfy_server):
+    api = load_api(name)
+    prompt_id = comfy_server.post_prompt(copy.deepcopy(api))
+    entry = comfy_server.wait(prompt_id, timeout=300)
+    save_output_artifact(name, comfy_server, entry, api)
+    check_outputs(name, comfy_server, entry, api, workflow_env)
+    # progress on /ws from every VToonify node that ran (others were cached from earlier workflows)
+    ran = {m["data"]["node"] for m in comfy_server.messages(prompt_id, "executing") if m["data"]["node"]}
+    progressed = {m["data"]["node"] for m in comfy_server.messages(prompt_id, "progress")}
+    for nid in ran:
+        if api[nid]["class_type"] in PROGRESS_NODES:
+            assert nid in progressed, f"{api[nid]['class_type']} ({nid}) ran without progress messages"
+    if name == "vtoonify_t_video":  # the first workflow runs all of them
+        kinds = {api[nid]["class_type"] for nid in progressed}
+        assert PROGRESS_NODES <= kinds, kinds
+        steps = [m["data"] for m in comfy_server.messages(prompt_id, "progress")
+                 if api[m["data"]["node"]]["class_type"] == "VToonifyStylizeFrames"]
+        assert steps[-1]["value"] == steps[-1]["max"] == CLIP_FRAMES, steps
+
+
+def test_invalid_prompts_are_rejected(workflow_env, comfy_server):
+    """ComfyUI's validation answers 400 with ``node_errors`` when no output can run; an invalid branch
+    next to valid outputs is reported in ``node_errors`` while the valid outputs run. The server goes on."""
+    api = load_api("vtoonify_reference_style")
+    (loader,) = nodes_of(api, "VToonifyLoadModel")
+    (stylize,) = nodes_of(api, "VToonifyStylizeFrames")
+    (save,) = nodes_of(api, "SaveImage")
+    preview = node_by_title(api, "Aligned reference face")
+    image = node_by_title(api, "Load portrait (to stylize)")
+
+    def rejected(prompt: dict, node_id: str, error_type: str, input_name: str) -> None:
+        with pytest.raises(AssertionError) as info:  # conftest.PromptRejected
+            comfy_server.post_prompt(prompt)
+        exc = info.value
+        assert getattr(exc, "status", None) == 400, exc
+        assert exc.body["error"]["type"] == "prompt_outputs_failed_validation", exc.body
+        errors = exc.body["node_errors"][node_id]["errors"]
+        assert [(e["type"], e["extra_info"]["input_name"]) for e in errors] == [(error_type, input_name)], errors
+
+    missing = copy.deepcopy(api)
+    del missing[loader]["inputs"]["checkpoint"]
+    rejected(missing, loader, "required_input_missing", "checkpoint")
+    unknown = copy.deepcopy(api)
+    unknown[loader]["inputs"]["checkpoint"] = "vtoonify_t_cartoon/no_such_checkpoint.pt"
+    rejected(unknown, loader, "value_not_in_list", "checkpoint")
+    wrong_type = copy.deepcopy(api)
+    wrong_type[stylize]["inputs"]["style"] = [image, 0]  # an IMAGE into a VTOONIFY_STYLE input
+    only_save = {k: v for k, v in wrong_type.items() if k != preview}
+    rejected(only_save, stylize, "return_type_mismatch", "style")
+
+    # with the aligned-face preview still valid, the prompt is queued for that output only
+    status, body = comfy_server.request("POST", "/prompt", json.dumps(
+        {"prompt": wrong_type, "client_id": comfy_server.client_id}).encode(), {"Content-Type": "application/json"})
+    answer = json.loads(body)
+    assert status == 200 and answer["node_errors"][stylize]["errors"][0]["type"] == "return_type_mismatch"
+    entry = comfy_server.wait(answer["prompt_id"], timeout=300)
+    assert comfy_server.output_images(entry, preview) and not comfy_server.output_images(entry, save)
+
+    # the server goes on working
+    assert comfy_server.get_json("/system_stats")["system"]["comfyui_version"]
+    entry = comfy_server.run_prompt(copy.deepcopy(api), timeout=300)
+    assert comfy_server.output_images(entry, save)
+
+
+# ---------------------------------------------------------------------------------------------- the frontend
+
+
+@pytest.mark.parametrize("name", NAMES, scope="module")  # each API run, then its UI twin
+def test_ui_workflow_loads_converts_and_runs(name, workflow_env, browser_page, comfy_server):
+    ui, api = load_ui(name), load_api(name)
+    registered = set(browser_page.registered_node_types())
+    assert {n["type"] for n in ui["nodes"]} - registered == set(), "node types missing in the frontend"
+    show_graph(browser_page, name)
+    assert browser_page.page.locator("[role=dialog]").count() == 0, "loading the workflow opened a dialog"
+    assert browser_page.evaluate("() => window.app.graph.nodes.length") == len(ui["nodes"])
+    assert browser_page.graph_to_prompt()["output"] == api
+    browser_page.screenshot(f"workflow_{name}")
+    entry = comfy_server.wait(browser_page.queue_prompt(), timeout=300)
+    for nid in nodes_of(api, "SaveImage"):
+        assert comfy_server.output_images(entry, nid), f"SaveImage {nid} saved nothing"
+    assert browser_page.unexpected_console_errors() == [], "\n".join(browser_page.console_errors)

@@ -1,0 +1,404 @@
+"""The example workflows of ``workflows/``, described as graphs for the real ComfyUI frontend to build.
+
+``tests/host/test_workflows.py`` builds each spec in headless Chromium (LiteGraph nodes, links, groups,
+notes), and with ``VTOONIFY_WRITE_WORKFLOWS=1`` saves what the frontend serializes:
+
+* ``workflows/<name>.json``      UI format (``app.graphToPrompt().workflow``), for dragging into ComfyUI;
+* ``workflows/api/<name>.json``  API format (``app.graphToPrompt().output``), for ``POST /prompt``;
+* ``workflows/<name>.jpg``       a thumbnail of the loaded graph (ComfyUI's template browser shows it).
+
+A spec is a dict:
+
+``nodes``    key -> ``{"type", "title"?, "widgets"?: {name: value}, "width"?, "height"?, "color"?}``
+             (``text`` for ``MarkdownNote``/``Note``);
+``links``    ``(from_key, output_name, to_key, input_name)``; an input that is a widget (e.g. the
+             ``width`` of Upscale Image) turns into a socket when linked;
+``columns``  the layout, left to right: each column is a list of blocks stacked top down, a block is
+             ``{"group": title or None, "color"?: group colour, "nodes": [keys]}``.
+
+Model and image names are the official ones, so a user who puts the official files into
+``models/vtoonify`` (and an upscaler into ``models/upscale_models``) runs them unchanged.
+"""
+from __future__ import annotations
+
+T_CARTOON = "vtoonify_t_cartoon/vtoonify.pt"
+D_CARTOON = "vtoonify_d_cartoon/vtoonify_s_d.pt"
+ENCODER = "encoder.pt"
+PARSER = "faceparsing.pth"
+UPSCALER = "RealESRGAN_x2plus.pth"
+EXAMPLE_IMAGE = "vtoonify_example.png"
+EXAMPLE_CLIP = "vtoonify_example_clip.webp"
+REFERENCE_IMAGE = "vtoonify_reference.png"
+
+# LiteGraph's group colours (LGraphCanvas.node_colors[...].groupcolor)
+BLUE, GREEN, YELLOW, PURPLE, CYAN, BROWN = "#88A", "#8A8", "#b58b2a", "#a1309b", "#3f789e", "#b06634"
+
+MODELS_TEXT = (
+    "**Model files** go into `ComfyUI/models/vtoonify/`, in the official layout of the Hugging Face "
+    "repository [PKUWilliamYang/VToonify](https://huggingface.co/PKUWilliamYang/VToonify/tree/main/models) "
+    "(folder `models/`): `encoder.pt`, `faceparsing.pth`, `vtoonify_t_<style>/vtoonify.pt`, "
+    "`vtoonify_d_<style>/vtoonify_s_d.pt` + `exstyle_code.npy`. Or switch **download_missing** on in "
+    "*Load VToonify Model* (needs `huggingface_hub`).\n\n"
+    "**precision** `auto`: fp16 on CUDA GPUs that run it fast, bf16 on CPUs with AMX, else fp32.")
+
+FACE_CROP_TEXT = (
+    "**Stylize Frames** in `face (official crop)` mode rescales the frames so the eyes of the first face "
+    "are 64 px apart and crops a window of `face_padding` px around them; the output is **4x that crop** "
+    "(about 1600x1600 px with the default 200). `whole frame (pad to 8)` stylizes the whole frame instead "
+    "(output 4x the frame).")
+
+
+def _loader(checkpoint: str) -> dict:
+    return {"type": "VToonifyLoadModel", "width": 360, "widgets": {
+        "checkpoint": checkpoint, "style_encoder": ENCODER, "face_parser": PARSER, "exstyle": "auto",
+        "device": "auto", "precision": "auto", "download_missing": False}}
+
+
+def _load_image(name: str, title: str) -> dict:
+    return {"type": "LoadImage", "title": title, "width": 300, "height": 330, "widgets": {"image": name}}
+
+
+def _note(text: str, width: int = 420, height: int = 300) -> dict:
+    return {"type": "MarkdownNote", "title": "About this workflow", "text": text, "width": width, "height": height}
+
+
+def _stylize(degree: float = 0.5, title: str | None = None, **extra) -> dict:
+    node = {"type": "VToonifyStylizeFrames", "width": 300, "widgets": {
+        "style_degree": degree, "crop_mode": "face (official crop)", "batch_size": 4, "face_padding": 200, **extra}}
+    if title:
+        node["title"] = title
+    return node
+
+
+def _extract(style_id: int = 26, color_transfer: bool = False, title: str | None = None) -> dict:
+    node = {"type": "VToonifyExtractStyle", "width": 300,
+            "widgets": {"style_id": style_id, "color_transfer": color_transfer}}
+    if title:
+        node["title"] = title
+    return node
+
+
+def _save(prefix: str, title: str) -> dict:
+    return {"type": "SaveImage", "title": title, "width": 320, "height": 300, "widgets": {"filename_prefix": prefix}}
+
+
+# ---------------------------------------------------------------------------------------------- (1) video, VToonify-T
+
+T_VIDEO = {
+    "nodes": {
+        "note": _note(
+            "## Portrait video with VToonify-T\n\n"
+            "1. **Load Image** an animated WebP, GIF or PNG: every frame becomes one image of the batch "
+            "(frames of another size are skipped). A single portrait works too. For a video file use "
+            "*Load Video* + *Get Video Components* (core) instead and connect their `images`.\n"
+            "2. **Extract Style Code** reads the face in the first frame (pSp encoder).\n"
+            "3. **Face Parse** + **Smooth Parsing** parse every frame and average the maps along the optical "
+            "flow of neighbouring frames (paper, Sec. 4.1): less flicker around hair and face edges. "
+            "Disconnect *face_parsing* from Stylize Frames for the official per-crop parsing.\n"
+            "4. **Stylize Frames** crops every frame like the first one and toonifies the clip "
+            "(`batch_size` frames at a time; Cancel stops between chunks).\n"
+            "5. The frames are saved as PNGs and as an animated WebP.\n\n" + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT,
+            height=560),
+        "clip": _load_image(EXAMPLE_CLIP, "Load clip (animated WebP / GIF / PNG)"),
+        "loader": _loader(T_CARTOON),
+        "extract": _extract(),
+        "aligned": {"type": "PreviewImage", "title": "Aligned face", "width": 240, "height": 260},
+        "parse": {"type": "VToonifyFaceParse", "width": 300},
+        "smooth": {"type": "VToonifySmoothParsing", "width": 300,
+                   "widgets": {"k": 5, "sigma_t": 5.5, "sigma_s": 0.2, "flow": "dis"}},
+        "parsing_preview": {"type": "PreviewImage", "title": "Parsing maps", "width": 240, "height": 260},
+        "stylize": _stylize(),
+        "save": _save("vtoonify/t_video", "Save frames (PNG)"),
+        "save_webp": {"type": "SaveAnimatedWEBP", "title": "Save clip (animated WebP)", "width": 320,
+                      "height": 330, "widgets": {"filename_prefix": "vtoonify/t_video", "fps": 24.0,
+                                                 "lossless": False, "quality": 90, "method": "default"}},
+    },
+    "links": [
+        ("loader", "vtoonify_model", "extract", "vtoonify_model"),
+        ("clip", "IMAGE", "extract", "image"),
+        ("extract", "aligned_face", "aligned", "images"),
+        ("loader", "face_parser", "parse", "face_parser"),
+        ("clip", "IMAGE", "parse", "images"),
+        ("parse", "face_parsing", "smooth", "face_parsing"),
+        ("clip", "IMAGE", "smooth", "images"),
+        ("parse", "parsing_image", "parsing_preview", "images"),
+        ("loader", "vtoonify_model", "stylize", "vtoonify_model"),
+        ("clip", "IMAGE", "stylize", "images"),
+        ("extract", "style", "stylize", "style"),
+        ("smooth", "face_parsing", "stylize", "face_parsing"),
+        ("stylize", "images", "save", "images"),
+        ("stylize", "images", "save_webp", "images"),
+    ],
+    "columns": [
+        [{"group": None, "nodes": ["note"]}],
+        [{"group": "1. Input clip", "color": BLUE, "nodes": ["clip"]},
+         {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
+        [{"group": "2. Style code (first frame)", "color": PURPLE, "nodes": ["extract", "aligned"]}],
+        [{"group": "3. Parsing, smoothed over time", "color": CYAN, "nodes": ["parse", "smooth"]}],
+        [{"group": None, "nodes": ["parsing_preview"]}],
+        [{"group": "4. Stylize", "color": GREEN, "nodes": ["stylize"]},
+         {"group": "5. Save", "color": YELLOW, "nodes": ["save", "save_webp"]}],
+    ],
+}
+
+# ---------------------------------------------------------------------------------------------- (2) VToonify-D exemplar
+
+D_EXEMPLAR = {
+    "nodes": {
+        "note": _note(
+            "## VToonify-D: exemplar style, style degree, colour transfer\n\n"
+            "VToonify-D (DualStyleGAN) takes its style from one of the exemplar images the checkpoint was "
+            "trained on (`exstyle_code.npy` beside the checkpoint: 317 cartoon, 199 caricature, 100 arcane, "
+            "101 comic, 156 illustration, 122 pixar styles).\n\n"
+            "* **style_id** picks the exemplar (*style_info* names it).\n"
+            "* **color_transfer** off: structure from the exemplar, colours from the face (top branch); on: the "
+            "exemplar's colours too (bottom branch; best with a colour-transfer checkpoint such as "
+            "`vtoonify_s_d_c.pt` where the style has one).\n"
+            "* **style_degree** (Stylize Frames) 0..1: how strongly the style applies.\n\n"
+            "Both branches share the model and the input; delete one to save time.\n\n"
+            + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT, height=560),
+        "image": _load_image(EXAMPLE_IMAGE, "Load portrait"),
+        "loader": _loader(D_CARTOON),
+        "extract": _extract(26, False, "Extract Style Code (exemplar 26)"),
+        "info": {"type": "PreviewAny", "title": "style_info", "width": 300, "height": 110},
+        "extract_color": _extract(26, True, "Extract Style Code (exemplar 26, colour transfer)"),
+        "info_color": {"type": "PreviewAny", "title": "style_info (colour transfer)", "width": 300, "height": 110},
+        "stylize": _stylize(0.5, "Stylize Frames (face colours)"),
+        "stylize_color": _stylize(0.5, "Stylize Frames (exemplar colours)"),
+        "save": _save("vtoonify/d_exemplar", "Save (face colours)"),
+        "save_color": _save("vtoonify/d_exemplar_color", "Save (exemplar colours)"),
+    },
+    "links": [
+        ("loader", "vtoonify_model", "extract", "vtoonify_model"),
+        ("image", "IMAGE", "extract", "image"),
+        ("extract", "style_info", "info", "source"),
+        ("loader", "vtoonify_model", "extract_color", "vtoonify_model"),
+        ("image", "IMAGE", "extract_color", "image"),
+        ("extract_color", "style_info", "info_color", "source"),
+        ("loader", "vtoonify_model", "stylize", "vtoonify_model"),
+        ("image", "IMAGE", "stylize", "images"),
+        ("extract", "style", "stylize", "style"),
+        ("loader", "vtoonify_model", "stylize_color", "vtoonify_model"),
+        ("image", "IMAGE", "stylize_color", "images"),
+        ("extract_color", "style", "stylize_color", "style"),
+        ("stylize", "images", "save", "images"),
+        ("stylize_color", "images", "save_color", "images"),
+    ],
+    "columns": [
+        [{"group": None, "nodes": ["note"]}],
+        [{"group": "Input", "color": BLUE, "nodes": ["image"]},
+         {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
+        [{"group": "Exemplar style 26, face colours", "color": PURPLE, "nodes": ["extract", "info"]},
+         {"group": "Exemplar style 26, exemplar colours", "color": PURPLE, "nodes": ["extract_color", "info_color"]}],
+        [{"group": "Stylize", "color": GREEN, "nodes": ["stylize", "stylize_color"]}],
+        [{"group": "Save", "color": YELLOW, "nodes": ["save", "save_color"]}],
+    ],
+}
+
+# ---------------------------------------------------------------------------------------------- (3) upscaling
+
+
+def _upscale_spec(cheap: bool) -> dict:
+    if cheap:
+        intro = ("## VToonify-D + cheap upscale\n\n"
+                 "The stylized frames (4x the face crop) are enlarged 2x more with **Upscale Image By** "
+                 "(lanczos): no model, no extra memory, instant. For sharper results use the upscaler "
+                 "workflow (*vtoonify_upscale*), which runs an upscale model instead.\n\n")
+        nodes = {"upscale": {"type": "ImageScaleBy", "title": "Upscale Image By (lanczos 2x)", "width": 300,
+                             "widgets": {"upscale_method": "lanczos", "scale_by": 2.0}}}
+        links = [("stylize", "images", "upscale", "image")]
+        blocks = [{"group": "Upscale", "color": CYAN, "nodes": ["upscale"]}]
+    else:
+        intro = ("## VToonify-D + upscale model\n\n"
+                 "The stylized frames (4x the face crop) go through an image upscale model: "
+                 "**Load Upscale Model** reads any model ComfyUI supports (ESRGAN / Real-ESRGAN, SwinIR, "
+                 "HAT, ...) from `ComfyUI/models/upscale_models/`; this workflow names "
+                 f"`{UPSCALER}` (Real-ESRGAN 2x). A 4x model gives 16x the crop: follow it with *Upscale Image "
+                 "By* 0.5 if that is too large. **Upscale Image (using Model)** works in tiles, so memory "
+                 "stays bounded. For a cheap variant without a model see *vtoonify_upscale_cheap*.\n\n")
+        nodes = {"upscale_model": {"type": "UpscaleModelLoader", "title": "Load Upscale Model", "width": 300,
+                                   "widgets": {"model_name": UPSCALER}},
+                 "upscale": {"type": "ImageUpscaleWithModel", "width": 300}}
+        links = [("upscale_model", "UPSCALE_MODEL", "upscale", "upscale_model"),
+                 ("stylize", "images", "upscale", "image")]
+        blocks = [{"group": "Upscale", "color": CYAN, "nodes": ["upscale_model", "upscale"]}]
+    prefix = "vtoonify/upscale_cheap" if cheap else "vtoonify/upscale"
+    return {
+        "nodes": {
+            "note": _note(intro + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT, height=500),
+            "image": _load_image(EXAMPLE_IMAGE, "Load portrait"),
+            "loader": _loader(D_CARTOON),
+            "extract": _extract(26, False),
+            "stylize": _stylize(0.5),
+            "preview": {"type": "PreviewImage", "title": "Stylized (before upscaling)", "width": 260, "height": 260},
+            **nodes,
+            "save": _save(prefix, "Save upscaled"),
+        },
+        "links": [
+            ("loader", "vtoonify_model", "extract", "vtoonify_model"),
+            ("image", "IMAGE", "extract", "image"),
+            ("loader", "vtoonify_model", "stylize", "vtoonify_model"),
+            ("image", "IMAGE", "stylize", "images"),
+            ("extract", "style", "stylize", "style"),
+            ("stylize", "images", "preview", "images"),
+            *links,
+            ("upscale", "IMAGE", "save", "images"),
+        ],
+        "columns": [
+            [{"group": None, "nodes": ["note"]}],
+            [{"group": "Input", "color": BLUE, "nodes": ["image"]},
+             {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
+            [{"group": "Stylize", "color": GREEN, "nodes": ["extract", "stylize"]}],
+            [*blocks, {"group": None, "nodes": ["preview"]}],
+            [{"group": "Save", "color": YELLOW, "nodes": ["save"]}],
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- (4) masks, composite
+
+_MASK_CLASSES = ("skin", "brows", "eyes", "eyeglasses", "ears", "earrings", "nose", "mouth", "lips", "neck",
+                 "necklace", "cloth", "hair", "hat", "background")
+
+
+def _composite_spec(hair_skin: bool) -> dict:
+    if hair_skin:
+        ticked = {"skin", "hair"}
+        intro = ("## Only hair and skin stylized\n\n"
+                 "As *vtoonify_composite*, but **Face Parse** selects only `skin` and `hair`: eyes, brows, "
+                 "nose, mouth and the background keep the (upscaled) original. Tick other classes "
+                 "(ears, neck, cloth, ...) to widen the region.\n\n")
+        prefix, save_title = "vtoonify/hair_skin", "Save composite (hair + skin)"
+    else:
+        ticked = {"skin", "brows", "eyes", "nose", "mouth", "lips", "ears"}
+        intro = ("## Composite the stylized face back onto the frame\n\n"
+                 "1. The original frame is enlarged 2x (**Upscale Image By**, lanczos; an upscale model works "
+                 "too) and stylized in face mode: **Stylize Frames** also gives the region it shows "
+                 "(**mask**) and its box (**crop_x, crop_y, crop_width, crop_height**) in frame pixels.\n"
+                 "2. The stylized image is scaled to the box (**Upscale Image** with width/height from the "
+                 "box).\n"
+                 "3. **Face Parse** parses the frame: its **mask** selects the face classes ticked there.\n"
+                 "4. The face mask is multiplied by the region mask (**MaskComposite**), cut to the box "
+                 "(**CropMask**), grown a little (**GrowMask**) and feathered towards the box edges "
+                 "(**FeatherMask**).\n"
+                 "5. **ImageCompositeMasked** pastes the stylized face at (crop_x, crop_y).\n\n")
+        prefix, save_title = "vtoonify/composite", "Save composite"
+    parse_widgets = {f"mask_{c}": (c in ticked) for c in _MASK_CLASSES}
+    return {
+        "nodes": {
+            "note": _note(intro + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT, height=620),
+            "image": _load_image(EXAMPLE_IMAGE, "Load portrait"),
+            "upscale": {"type": "ImageScaleBy", "title": "Upscale original (lanczos 2x)", "width": 300,
+                        "widgets": {"upscale_method": "lanczos", "scale_by": 2.0}},
+            "loader": _loader(T_CARTOON),
+            "extract": _extract(26, False),
+            "stylize": _stylize(0.5),
+            "fit": {"type": "ImageScale", "title": "Scale stylized to the box", "width": 300,
+                    "widgets": {"upscale_method": "area", "crop": "disabled"}},
+            "parse": {"type": "VToonifyFaceParse", "width": 300, "widgets": parse_widgets},
+            "combine": {"type": "MaskComposite", "title": "Face mask x region mask", "width": 300,
+                        "widgets": {"x": 0, "y": 0, "operation": "multiply"}},
+            "crop_mask": {"type": "CropMask", "title": "Crop the mask to the box", "width": 300},
+            "grow": {"type": "GrowMask", "width": 300, "widgets": {"expand": 4, "tapered_corners": True}},
+            "feather": {"type": "FeatherMask", "width": 300,
+                        "widgets": {"left": 24, "top": 24, "right": 24, "bottom": 24}},
+            "mask_preview": {"type": "MaskPreview", "title": "Composite mask", "width": 240, "height": 260},
+            "composite": {"type": "ImageCompositeMasked", "width": 300, "widgets": {"resize_source": False}},
+            "stylized_preview": {"type": "PreviewImage", "title": "Stylized", "width": 240, "height": 260},
+            "save": _save(prefix, save_title),
+        },
+        "links": [
+            ("image", "IMAGE", "upscale", "image"),
+            ("loader", "vtoonify_model", "extract", "vtoonify_model"),
+            ("upscale", "IMAGE", "extract", "image"),
+            ("loader", "vtoonify_model", "stylize", "vtoonify_model"),
+            ("upscale", "IMAGE", "stylize", "images"),
+            ("extract", "style", "stylize", "style"),
+            ("stylize", "images", "stylized_preview", "images"),
+            ("stylize", "images", "fit", "image"),
+            ("stylize", "crop_width", "fit", "width"),
+            ("stylize", "crop_height", "fit", "height"),
+            ("loader", "face_parser", "parse", "face_parser"),
+            ("upscale", "IMAGE", "parse", "images"),
+            ("parse", "mask", "combine", "destination"),
+            ("stylize", "mask", "combine", "source"),
+            ("combine", "MASK", "crop_mask", "mask"),
+            ("stylize", "crop_x", "crop_mask", "x"),
+            ("stylize", "crop_y", "crop_mask", "y"),
+            ("stylize", "crop_width", "crop_mask", "width"),
+            ("stylize", "crop_height", "crop_mask", "height"),
+            ("crop_mask", "MASK", "grow", "mask"),
+            ("grow", "MASK", "feather", "mask"),
+            ("feather", "MASK", "mask_preview", "mask"),
+            ("upscale", "IMAGE", "composite", "destination"),
+            ("fit", "IMAGE", "composite", "source"),
+            ("stylize", "crop_x", "composite", "x"),
+            ("stylize", "crop_y", "composite", "y"),
+            ("feather", "MASK", "composite", "mask"),
+            ("composite", "IMAGE", "save", "images"),
+        ],
+        "columns": [
+            [{"group": None, "nodes": ["note"]}],
+            [{"group": "1. Input, enlarged", "color": BLUE, "nodes": ["image", "upscale"]},
+             {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
+            [{"group": "1. Stylize (face mode)", "color": GREEN, "nodes": ["extract", "stylize"]},
+             {"group": None, "nodes": ["stylized_preview"]}],
+            [{"group": "2. Fit to the box", "color": GREEN, "nodes": ["fit"]},
+             {"group": "3. Face mask", "color": CYAN, "nodes": ["parse"]}],
+            [{"group": "4. Combine, crop, grow, feather", "color": CYAN,
+              "nodes": ["combine", "crop_mask", "grow", "feather"]},
+             {"group": None, "nodes": ["mask_preview"]}],
+            [{"group": "5. Composite", "color": YELLOW, "nodes": ["composite", "save"]}],
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- (5) reference style
+
+REFERENCE_STYLE = {
+    "nodes": {
+        "note": _note(
+            "## Style code from a reference portrait\n\n"
+            "**Extract Style Code** does not have to see the frames you stylize: here it reads a second "
+            "portrait (**Load reference portrait**), and **Stylize Frames** applies that code to the first "
+            "image. With VToonify-T the whole W+ code comes from the reference (its colours and look); with a "
+            "VToonify-D checkpoint the exemplar (`style_id`) gives the structure layers and the reference the "
+            "colour layers (colour_transfer off).\n\n"
+            "Use the same model for both nodes: a VToonify-T code is refused by a VToonify-D model and vice "
+            "versa.\n\n" + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT, height=520),
+        "image": _load_image(EXAMPLE_IMAGE, "Load portrait (to stylize)"),
+        "reference": _load_image(REFERENCE_IMAGE, "Load reference portrait (style)"),
+        "loader": _loader(T_CARTOON),
+        "extract": _extract(26, False, "Extract Style Code (reference)"),
+        "aligned": {"type": "PreviewImage", "title": "Aligned reference face", "width": 240, "height": 260},
+        "stylize": _stylize(0.5),
+        "save": _save("vtoonify/reference_style", "Save stylized"),
+    },
+    "links": [
+        ("loader", "vtoonify_model", "extract", "vtoonify_model"),
+        ("reference", "IMAGE", "extract", "image"),
+        ("extract", "aligned_face", "aligned", "images"),
+        ("loader", "vtoonify_model", "stylize", "vtoonify_model"),
+        ("image", "IMAGE", "stylize", "images"),
+        ("extract", "style", "stylize", "style"),
+        ("stylize", "images", "save", "images"),
+    ],
+    "columns": [
+        [{"group": None, "nodes": ["note"]}],
+        [{"group": "Inputs", "color": BLUE, "nodes": ["image", "reference"]},
+         {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
+        [{"group": "Style from the reference", "color": PURPLE, "nodes": ["extract", "aligned"]}],
+        [{"group": "Stylize the portrait", "color": GREEN, "nodes": ["stylize"]},
+         {"group": "Save", "color": YELLOW, "nodes": ["save"]}],
+    ],
+}
+
+WORKFLOWS: dict[str, dict] = {
+    "vtoonify_t_video": T_VIDEO,
+    "vtoonify_d_exemplar": D_EXEMPLAR,
+    "vtoonify_upscale": _upscale_spec(cheap=False),
+    "vtoonify_upscale_cheap": _upscale_spec(cheap=True),
+    "vtoonify_composite": _composite_spec(hair_skin=False),
+    "vtoonify_hair_skin": _composite_spec(hair_skin=True),
+    "vtoonify_reference_style": REFERENCE_STYLE,
+}
