@@ -1,0 +1,184 @@
+"""Stylize Video File: VToonify from a video file to a video file, chunk by chunk, inside ComfyUI.
+
+An IMAGE batch holds every frame of a clip in memory; this node never does: it streams the file
+through :func:`vtoonify_core.video.stylize_video` (decode a chunk, stylize, encode), keeps the frame
+rate, audio and colour range, and writes into ComfyUI's output folder. A cancelled or failed run
+leaves its finished chunks in a work folder beside the output; queueing the same settings again
+continues from there.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from . import _comfy, cache
+
+DISPLAY_NAME = "Stylize Video File (VToonify)"
+CROP_MODES = {"face (official crop)": "face", "whole frame (pad to 8)": "whole"}
+DEFAULT_OUTPUT = "vtoonify/%stem%_vtoonify.mp4"
+#: Seconds between the stylized frames shown on the node while it runs.
+PREVIEW_EVERY_S = 2.0
+
+
+def resolve_video_path(name: str) -> Path:
+    """An absolute path, or a file of ComfyUI's input folder (``name`` or ``name [input]``)."""
+    from ..vtoonify_core.pipeline import InputError
+
+    name = (name or "").strip().strip('"')
+    if not name:
+        raise InputError("video_path", "give the path of a video file (absolute, or a file in ComfyUI's input folder).")
+    p = Path(os.path.expanduser(name))
+    if p.is_absolute():
+        if not p.is_file():
+            raise FileNotFoundError(f"video_path: {p} does not exist (paths are read on the machine running ComfyUI).")
+        return p
+    fp = _comfy.folder_paths()
+    try:
+        full = Path(fp.get_annotated_filepath(name))
+    except Exception:  # noqa: BLE001 - older folder_paths
+        full = Path(fp.get_input_directory()) / name
+    if full.is_file():
+        return full
+    raise FileNotFoundError(f"video_path: '{name}' is not an absolute path and not in ComfyUI's input folder "
+                            f"({fp.get_input_directory()}); upload it there or give the full path.")
+
+
+def resolve_output_path(output_name: str, source: Path) -> tuple[Path, str, str]:
+    """``(full path, subfolder, file name)`` of the output inside ComfyUI's output folder.
+
+    ``%stem%`` is replaced by the source file's name without extension; without an extension
+    ``.mp4`` is added.
+    """
+    from ..vtoonify_core.pipeline import InputError
+    from ..vtoonify_core.video import CONTAINERS
+
+    root = Path(_comfy.folder_paths().get_output_directory()).resolve()
+    name = (output_name or DEFAULT_OUTPUT).strip().replace("%stem%", source.stem).replace("\\", "/")
+    if not Path(name).suffix:
+        name += ".mp4"
+    if Path(name).suffix.lower() not in CONTAINERS:
+        raise InputError("output_name", f"unsupported extension {Path(name).suffix!r}; use {', '.join(CONTAINERS)}.")
+    full = (root / name).resolve()
+    if os.path.isabs(name) or root not in full.parents:
+        raise InputError("output_name", f"'{output_name}' must be a relative name inside the output folder {root}.")
+    rel = full.relative_to(root)
+    return full, rel.parent.as_posix() if rel.parent != Path(".") else "", rel.name
+
+
+class StylizeVideoFile:
+    """Toonifies a video file into a new video file in the output folder, without loading it whole."""
+
+    CATEGORY = "VToonify"
+    FUNCTION = "stylize"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING", "IMAGE")
+    RETURN_NAMES = ("video_path", "previews")
+    OUTPUT_TOOLTIPS = (
+        "Full path of the written video.",
+        "A few stylized frames spread over the video (first and last included).",
+    )
+    DESCRIPTION = ("Stylizes a whole video file chunk by chunk: memory stays flat however long the video is, and the "
+                   "frame rate, audio and colour range are kept. The crop (face mode) and the style code (when not "
+                   "connected) come from the first frame with a face. If the run is cancelled, queueing it again with "
+                   "the same settings continues from the last finished chunk.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vtoonify_model": ("VTOONIFY_MODEL", {"tooltip": "From Load VToonify Model."}),
+                "video_path": ("STRING", {"default": "", "tooltip": "Video file: an absolute path on the ComfyUI "
+                                                                    "machine, or a file in the input folder."}),
+                "output_name": ("STRING", {"default": DEFAULT_OUTPUT,
+                                           "tooltip": "Output file inside the output folder (.mp4, .m4v, .mov, .mkv "
+                                                      "or .webm); %stem% is the input's name. An existing file is "
+                                                      "replaced."}),
+                "style_degree": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                           "tooltip": "VToonify-D: how strongly the exemplar style applies. Ignored "
+                                                      "by VToonify-T."}),
+                "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "step": 1,
+                                       "tooltip": "Frames per forward pass (halved automatically on out-of-memory)."}),
+                "crop_mode": (list(CROP_MODES), {"default": "face (official crop)",
+                                                 "tooltip": "face: the official crop around the first face (output "
+                                                            "4x the crop); whole frame: the whole frames (output "
+                                                            "4x)."}),
+            },
+            "optional": {
+                "style": ("VTOONIFY_STYLE", {"tooltip": "From Extract Style Code; when not connected the style is "
+                                                        "computed from the first frame with a face."}),
+                "style_id": ("INT", {"default": 26, "min": 0, "max": 9999, "step": 1,
+                                     "tooltip": "VToonify-D, when style is not connected: the exemplar style."}),
+                "color_transfer": ("BOOLEAN", {"default": False,
+                                               "tooltip": "VToonify-D, when style is not connected: use the "
+                                                          "exemplar's colours."}),
+                "face_padding": ("INT", {"default": 200, "min": 8, "max": 4096, "step": 8,
+                                         "tooltip": "face mode: pixels around the eye centre (official 200)."}),
+                "chunk_size": ("INT", {"default": 32, "min": 1, "max": 4096, "step": 1,
+                                       "tooltip": "Frames decoded and encoded at a time; also how much work a "
+                                                  "cancelled run can lose."}),
+                "crf": ("INT", {"default": 18, "min": 0, "max": 63, "step": 1,
+                                "tooltip": "Quality of the encoded video (lower is better; 0 = lossless H.264)."}),
+                "preview_frames": ("INT", {"default": 4, "min": 1, "max": 64, "step": 1,
+                                           "tooltip": "How many stylized frames to return as previews."}),
+            },
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, video_path="", **kwargs):
+        """Rerun when the source file changes (its size and modification time)."""
+        try:
+            p = resolve_video_path(video_path)
+            st = p.stat()
+            return f"{p}:{st.st_size}:{st.st_mtime_ns}"
+        except Exception:  # noqa: BLE001 - let validation report it
+            return video_path
+
+    def stylize(self, vtoonify_model, video_path, output_name=DEFAULT_OUTPUT, style_degree=0.5, batch_size=4,
+                crop_mode="face (official crop)", style=None, style_id=26, color_transfer=False, face_padding=200,
+                chunk_size=32, crf=18, preview_frames=4):
+        import torch
+
+        from ..vtoonify_core.pipeline import InputError
+        from ..vtoonify_core.video import EncodeSettings, preview_indices, read_frames_at, stylize_video
+
+        with _comfy.node_errors(DISPLAY_NAME):
+            model = vtoonify_model
+            if not hasattr(model, "generator"):
+                raise InputError("vtoonify_model", "connect the VTOONIFY_MODEL output of Load VToonify Model.")
+            if crop_mode not in CROP_MODES:
+                raise InputError("crop_mode", f"unknown crop mode {crop_mode!r}; use one of {', '.join(CROP_MODES)}.")
+            source = resolve_video_path(video_path)
+            output, subfolder, filename = resolve_output_path(output_name, source)
+            cache.ensure_on_device([model.generator, model.parser, model.encoder], model.device)
+            state = {"bar": None, "frame": None, "shown": 0.0}
+
+            def on_frames(index: int, frames) -> None:
+                if time.monotonic() - state["shown"] >= PREVIEW_EVERY_S:
+                    state["frame"] = frames[-1]
+
+            def progress(done: int, total: int) -> None:
+                if state["bar"] is None:
+                    state["bar"] = _comfy.progress(total)
+                frame, state["frame"] = state["frame"], None
+                if frame is None:
+                    state["bar"](done, total)
+                else:  # the latest stylized frame on the node, at most every PREVIEW_EVERY_S seconds
+                    state["bar"](done, total, frame)
+                    state["shown"] = time.monotonic()
+
+            result = stylize_video(model, source, output, style, float(style_degree), style_id=int(style_id),
+                                   color_transfer=bool(color_transfer), crop_mode=CROP_MODES[crop_mode],
+                                   face_padding=int(face_padding), batch_size=int(batch_size),
+                                   chunk_size=int(chunk_size), encode=EncodeSettings(crf=int(crf)),
+                                   progress=progress, check_interrupt=_comfy.check_interrupt, on_oom=_comfy.on_oom,
+                                   on_frames=on_frames)
+            frames = read_frames_at(result.output, preview_indices(result.frames, int(preview_frames)))
+            previews = torch.from_numpy(frames).float().div_(255.0)
+            previews = previews.to(_comfy.output_device(), _comfy.output_dtype())
+            ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
+            return {"ui": ui, "result": (str(result.output), previews)}
+
+
+NODE_CLASS_MAPPINGS = {"VToonifyStylizeVideoFile": StylizeVideoFile}
+NODE_DISPLAY_NAME_MAPPINGS = {"VToonifyStylizeVideoFile": DISPLAY_NAME}
