@@ -39,12 +39,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def build(module: torch.nn.Module, kind: str, device, dtype) -> torch.nn.Module:
-    sd = standin.official_layout(kind)
-    if kind in ("vtoonify_t", "vtoonify_d"):
-        sd = sd["g_ema"]
-    elif kind == "psp":
-        sd = {**sd["state_dict"], "latent_avg": sd["latent_avg"]}
-    module.load_state_dict(sd, strict=True, assign=True)
+    # the key tables are flat (for pSp: encoder.* plus latent_avg), as the loaders see the files
+    module.load_state_dict(standin.build_state_dict(kind), strict=True, assign=True)
     return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
