@@ -21,6 +21,11 @@ from .ops import SQRT2, fused_leaky_relu, make_kernel, upfirdn2d
 
 BLUR_KERNEL = (1, 3, 3, 1)
 
+#: folded up-sampling convolutions on inputs of at most this many pixels run in the four-phase
+#: form (one plain conv + pixel shuffle), larger ones as one transposed conv: the faster of the two
+#: in bench/bench_pipeline.py on CPU bf16 (few pixels and many channels favour the large GEMM)
+POLYPHASE_MAX_PIXELS = 64 * 64
+
 
 class PixelNorm(nn.Module):
     """Normalise each vector to unit root-mean-square over dim 1."""
@@ -83,7 +88,24 @@ class EqualConv2d(nn.Module):
         self.stride, self.padding, self.dilation = stride, padding, dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding, self.dilation)
+        return F.conv2d(x, self.scaled_weight(), self.bias, self.stride, self.padding, self.dilation)
+
+    def scaled_weight(self) -> torch.Tensor:
+        """``weight * scale``, computed once and reused while gradients are off and the weight is
+        unchanged (same storage, version, dtype, device, layout); recomputed when grad is on."""
+        w = self.weight
+        if torch.is_grad_enabled():
+            return w * self.scale
+        key = (w.data_ptr(), -1 if w.is_inference() else w._version, w.dtype, w.device, w.stride())
+        memo = self.__dict__.get("_scaled")
+        if memo is None or memo[0] != key:
+            memo = (key, w * self.scale)
+            self.__dict__["_scaled"] = memo
+        return memo[1]
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_scaled", None)  # never keep a copy on the device the weights leave
+        return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape
@@ -198,10 +220,27 @@ class ModulatedConv2d(nn.Module):
         return w
 
     def conv_baked(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Plain (batched) convolution with a baked weight, incl. the up-sampling and its blur."""
+        """Plain (batched) convolution with a baked weight ``[O, I, k, k]``, incl. the up-sampling and its blur."""
         if self.upsample:
             return self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
         return F.conv2d(x, weight, padding=self.padding)
+
+    def conv_folded(self, x: torch.Tensor, folded: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+        """Up-sampling convolution with the blur folded in (:func:`fold_upsample_kernel`).
+
+        Small inputs (at most :data:`POLYPHASE_MAX_PIXELS` pixels) run the four-phase form
+        (:func:`polyphase_kernel`: one plain convolution + pixel shuffle), larger ones the single
+        transposed convolution; both equal :meth:`conv_baked` up to float rounding.
+        """
+        if x.shape[-2] * x.shape[-1] <= POLYPHASE_MAX_PIXELS:
+            return F.pixel_shuffle(F.conv2d(x, phases, padding=phases.shape[-1] // 2), 2)
+        return F.conv_transpose2d(x, folded.transpose(0, 1), stride=2, padding=self.fold_padding)
+
+    @property
+    def fold_padding(self) -> int:
+        """Crop of the folded transposed convolution: ``b - 1 - p0`` for a ``b``-tap blur padded by
+        ``p0`` in front (2 for StyleGAN2's 4-tap blur)."""
+        return self.blur.kernel.shape[-1] - 1 - self.blur.pad[0]
 
     def extra_repr(self) -> str:
         return f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, upsample={self.upsample}"
@@ -244,17 +283,29 @@ class StyledConv(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.activate(self.noise(self.conv(x, style), noise))
 
-    def bake(self, style: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def bake(self, style: torch.Tensor, dtype: torch.dtype, fold: bool = False) -> tuple[torch.Tensor, ...]:
         """Weight and bias for :meth:`forward_baked`, with the activation gain sqrt(2) folded in
-        (leaky ReLU is positively homogeneous: ``g * lrelu(v) = lrelu(g * v)``)."""
+        (leaky ReLU is positively homogeneous: ``g * lrelu(v) = lrelu(g * v)``).
+
+        With ``fold`` an up-sampling layer also gets its FIR blur folded into the kernel: the
+        tuple is ``(folded, bias, phases)`` (:func:`fold_upsample_kernel`, :func:`polyphase_kernel`).
+        """
         g = SQRT2
-        return (self.conv.bake(style) * g).to(dtype), (self.activate.bias.float() * g).to(dtype)
+        weight = self.conv.bake(style) * g
+        bias = (self.activate.bias.float() * g).to(dtype)
+        if fold and self.conv.upsample:
+            folded = fold_upsample_kernel(weight, self.conv.blur.kernel)
+            phases = polyphase_kernel(folded, self.conv.fold_padding)
+            return folded.to(dtype), bias, phases.to(dtype)
+        return weight.to(dtype), bias
 
     def forward_baked(self, x: torch.Tensor, baked: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Same as :meth:`forward` (without noise) for samples of the baked style; one batched conv,
         bias and activation applied in place."""
-        weight, bias = baked
-        if self.conv.upsample:
+        weight, bias = baked[:2]
+        if len(baked) > 2:
+            out = self.conv.conv_folded(x, weight, baked[2]).add_(bias[:, None, None])
+        elif self.conv.upsample:
             out = self.conv.conv_baked(x, weight).add_(bias[:, None, None])
         else:
             out = F.conv2d(x, weight, bias, padding=self.conv.padding)
@@ -277,15 +328,87 @@ class ToRGB(nn.Module):
             out = out + self.upsample(skip)
         return out
 
-    def bake(self, style: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weight ``[3, I, 1, 1]`` and bias ``[3]`` for :meth:`forward_baked`."""
-        return self.conv.bake(style).to(dtype), self.bias.float().reshape(3).to(dtype)
+    def bake(self, style: torch.Tensor, dtype: torch.dtype, fold: bool = False) -> tuple[torch.Tensor, ...]:
+        """Weight ``[3, I, 1, 1]`` and bias ``[3]`` for :meth:`forward_baked`; with ``fold``, also
+        the skip up-sampling as a precomputed depthwise transposed-convolution kernel ``[3, 1, 4, 4]``."""
+        baked = (self.conv.bake(style).to(dtype), self.bias.float().reshape(3).to(dtype))
+        if fold and hasattr(self, "upsample"):
+            kernel = self.upsample.kernel.float()
+            baked += (kernel.expand(3, 1, *kernel.shape).to(dtype),)
+        return baked
 
     def forward_baked(self, x: torch.Tensor, baked, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
         out = F.conv2d(x, baked[0], baked[1])
         if skip is not None:
-            out = out.add_(self.upsample(skip))
+            if len(baked) > 2:
+                # zero insertion + FIR filter in one op: a depthwise stride-2 transposed convolution
+                # with the (unflipped) kernel, cropped by b - 1 - p0 on each side
+                pad = baked[2].shape[-1] - 1 - self.upsample.pad[0]
+                up = F.conv_transpose2d(skip, baked[2], stride=2, padding=pad, groups=skip.shape[1])
+            else:
+                up = self.upsample(skip)
+            out = out.add_(up)
         return out
+
+
+def fold_upsample_kernel(weight: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
+    """Fold the FIR blur that follows a stride-2 transposed convolution into its kernel.
+
+    ``blur(conv_transpose2d(x, W, stride=2), pad=(p0, p1))`` equals
+    ``conv_transpose2d(x, K, stride=2, padding=(k - 1 + b - 2) // 2)`` where ``K`` is the full
+    2-D convolution of every ``W[o, i]`` with the blur kernel: a ``(k + b - 1)``-tap kernel
+    (6x6 for StyleGAN2's 3x3 conv and 4-tap blur). One op replaces two and the intermediate
+    ``(2H + 1)``-sized tensor is never written.
+
+    Args:
+        weight: ``[O, I, k, k]`` (as given to :func:`torch.nn.functional.conv2d`; the transposed
+            convolution uses its ``transpose(0, 1)``).
+        blur: ``[b, b]`` FIR kernel (already scaled by the up-sampling gain).
+
+    Returns:
+        ``[O, I, k + b - 1, k + b - 1]`` in the dtype of ``weight``.
+    """
+    o, i, k, _ = weight.shape
+    b = blur.shape[-1]
+    # upfirdn2d convolves (flipped kernel); the transposed convolution scatters W, so the
+    # folded kernel is W convolved with the blur: pad W by b-1 and correlate with the flipped blur
+    flipped = torch.flip(blur, [0, 1]).to(weight)
+    padded = F.pad(weight.reshape(o * i, 1, k, k), [b - 1] * 4)
+    return F.conv2d(padded, flipped[None, None]).reshape(o, i, k + b - 1, k + b - 1)
+
+
+def polyphase_kernel(folded: torch.Tensor, padding: int) -> torch.Tensor:
+    """Split a stride-2 transposed-convolution kernel into its four output phases.
+
+    ``conv_transpose2d(x, K, stride=2, padding=padding)`` equals
+    ``pixel_shuffle(conv2d(x, P, padding=m // 2), 2)`` with ``P`` returned here: output pixel
+    ``2a + p`` gathers input pixels ``a + d`` through taps ``K[p + padding - 2d]``, so each phase
+    is an ``m = K / 2``-tap kernel at the *input* resolution. One plain convolution with 4x the
+    output channels (a large GEMM on few pixels) then replaces the transposed convolution.
+
+    Args:
+        folded: ``[O, I, K, K]`` with ``K`` even (:func:`fold_upsample_kernel`).
+        padding: the transposed convolution's padding.
+
+    Returns:
+        ``[4 * O, I, K // 2, K // 2]`` ordered for :func:`torch.nn.functional.pixel_shuffle`
+        (output channel ``o * 4 + 2 * phase_y + phase_x``).
+    """
+    o, i, kk, _ = folded.shape
+    if kk % 2:
+        raise ValueError(f"polyphase split needs an even kernel size, got {kk}")
+    m = kk // 2
+    half = m // 2
+    phases = []
+    for py in range(2):
+        for px in range(2):
+            # correlation tap t (offset d = t - half) reads K[p + padding - 2d]
+            ty = [py + padding - 2 * (t - half) for t in range(m)]
+            tx = [px + padding - 2 * (t - half) for t in range(m)]
+            if min(ty + tx) < 0 or max(ty + tx) >= kk:
+                raise ValueError(f"padding {padding} does not suit a {kk}-tap kernel for the polyphase split")
+            phases.append(folded[:, :, ty][:, :, :, tx])
+    return torch.stack(phases, 1).reshape(4 * o, i, m, m)
 
 
 def channel_table(channel_multiplier: int = 2) -> dict[int, int]:

@@ -13,7 +13,8 @@ Input frames of any size whose height and width are multiples of 8; output is 4x
 from __future__ import annotations
 
 import math
-from typing import Union
+import warnings
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -111,24 +112,71 @@ class VToonify(nn.Module):
             for i in range(3, 6):
                 self.res.extend([AdaResBlock(channels[2 ** i], dilation=2 ** (5 - i)) for _ in range(2)])
 
-    #: Fast path: when every frame of a batch has the same style (a clip), modulate and demodulate
-    #: the decoder weights once per style and run plain batched convolutions. Equal to the plain
-    #: path up to float rounding; ``model.fast = False`` selects the plain path.
+    # ------------------------------------------------------------------ fast-path switches
+    # Each switch is independent, off on the plain path, and equal to it up to float rounding
+    # (tests/test_fast_path.py); bench/bench_pipeline.py measures each one against the plain path.
+
+    #: bake: when every frame of a batch has the same style (a clip), modulate and demodulate the
+    #: decoder weights once per style and run plain batched convolutions (bias + leaky ReLU and
+    #: its gain fused into the weights); ``False`` selects per-sample modulation
     fast: bool = True
-    #: fast path: run the convolutions in channels-last memory format (much faster on CPU/oneDNN
-    #: and on tensor cores)
+    #: run the convolutions in channels-last memory format (much faster on CPU/oneDNN and on
+    #: tensor cores)
     channels_last: bool = True
+    #: with baked weights, fold each up-sampling layer's FIR blur into its transposed-convolution
+    #: kernel and run the ToRGB skip up-sampling as a precomputed depthwise transposed conv.
+    #: ``None`` (auto) folds in fp16/bf16, where the extra multiply-adds of the 6x6 kernel cost
+    #: less than the separate blur pass; in fp32 on CPU it measured slower
+    fold_upsample: Optional[bool] = None
+    #: ``torch.compile`` the network body with this mode (``'default'``, ``'max-autotune'``, or on
+    #: CUDA ``'reduce-overhead'`` = CUDA graphs for a fixed chunk shape); ``None`` runs eagerly.
+    #: If compilation fails (no compiler, unsupported platform) the model warns once and runs eagerly.
+    compile_mode: Optional[str] = None
     #: how many baked styles to keep per model
     bake_cache_size: int = 4
 
+    SWITCHES = ("fast", "channels_last", "fold_upsample", "compile_mode")
+
+    def set_fast_path(self, enabled: bool = True, **switches) -> "VToonify":
+        """Turn every fast-path switch on (their defaults) or off (the plain path), then apply
+        ``switches`` by name; returns ``self``."""
+        values = {"fast": enabled, "channels_last": enabled, "fold_upsample": None if enabled else False,
+                  "compile_mode": None}
+        unknown = set(switches) - set(self.SWITCHES)
+        if unknown:
+            raise ValueError(f"unknown fast-path switch(es) {sorted(unknown)}; known: {self.SWITCHES}")
+        values.update(switches)
+        for name, value in values.items():
+            setattr(self, name, value)
+        return self
+
+    def folds_upsample(self, dtype: torch.dtype) -> bool:
+        """Whether baked weights in ``dtype`` fold the up-sampling blur (resolves ``fold_upsample=None``)."""
+        if self.fold_upsample is None:
+            return dtype in (torch.float16, torch.bfloat16)
+        return bool(self.fold_upsample)
+
     def clear_bake_cache(self) -> None:
-        """Drop the baked decoder weights (they are not buffers, so ``.to()`` would not move them)."""
+        """Drop the baked decoder weights and compiled bodies (they are not buffers, so ``.to()``
+        would not move them)."""
         self.__dict__.pop("_bake_cache", None)
+        self.__dict__.pop("_compiled", None)
 
     def _apply(self, fn, recurse=True):
         # any device/dtype move (``.to``, ``.cuda``, ComfyUI offloading) invalidates the baked weights
         self.clear_bake_cache()
         return super()._apply(fn, recurse)
+
+    def _weights_to_channels_last(self) -> None:
+        """Store the convolution weights channels-last once, so that convolutions on channels-last
+        activations do not reorder their weights on every call (same values)."""
+        first = self.encoder[0][0].weight
+        if first.ndim == 4 and not first.is_contiguous(memory_format=torch.channels_last):
+            with torch.no_grad():
+                for param in self.parameters():
+                    if param.ndim == 4:
+                        param.data = param.data.contiguous(memory_format=torch.channels_last)
+            self.clear_bake_cache()
 
     def _decoder_layers(self):
         g = self.stylegan()
@@ -138,28 +186,67 @@ class VToonify(nn.Module):
             yield 2 * stage + 9, to_rgb
 
     def _baked_decoder(self, adastyles: torch.Tensor):
-        """Baked (weight, bias) per decoder layer for a batch that shares one style, else ``None``.
+        """Baked weights per decoder layer for a batch that shares one style, else ``None``.
 
-        Cached per (style values, dtype, device, parameter versions), so an in-place change of
-        the weights is never served stale.
+        Cached per (style values, dtype, device, folding, parameter versions), so an in-place
+        change of the weights is never served stale.
         """
         first = adastyles[:1]
         if adastyles.shape[0] > 1 and not torch.equal(adastyles, first.expand_as(adastyles)):
             return None
         layers = list(self._decoder_layers())
         dtype = next(self.encoder.parameters()).dtype
+        fold = self.folds_upsample(dtype)
         # inference tensors (weights loaded under torch.inference_mode, as ComfyUI runs nodes) have no
         # version counter: their storage identity stands in for it
         versions = tuple((p.data_ptr(), -1) if p.is_inference() else p._version
                          for _, m in layers for p in m.parameters())
-        key = (hash(first.detach().float().cpu().numpy().tobytes()), dtype, first.device, versions)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        key = (hash(first.detach().float().cpu().numpy().tobytes()), dtype, first.device, fold, fmt, versions)
         cache = self.__dict__.setdefault("_bake_cache", {})
         if key not in cache:
             with torch.no_grad():
-                cache[key] = [m.bake(first[:, i], dtype) for i, m in layers]
+                cache[key] = [tuple(t.contiguous(memory_format=fmt) if t.ndim == 4 else t
+                                    for t in m.bake(first[:, i], dtype, fold)) for i, m in layers]
             while len(cache) > self.bake_cache_size:
                 cache.pop(next(iter(cache)))
         return cache[key]
+
+    def _body_fn(self) -> Callable:
+        """The network body, compiled with :attr:`compile_mode` when set and compilable."""
+        mode = self.compile_mode
+        if not mode:
+            return self._body
+        compiled = self.__dict__.setdefault("_compiled", {})
+        if mode not in compiled:
+            if not hasattr(torch, "compile"):
+                warnings.warn("torch.compile is not available in this PyTorch; VToonify runs eagerly.")
+                compiled[mode] = self._body
+            else:
+                compiled[mode] = torch.compile(self._body, mode=mode, dynamic=False)
+        return compiled[mode]
+
+    def _run_body(self, *args) -> tuple[torch.Tensor, list]:
+        fn = self._body_fn()
+        if fn is self._body:
+            return fn(*args)
+        cudagraphs = self.compile_mode == "reduce-overhead"
+        if cudagraphs and hasattr(torch, "compiler") and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+            torch.compiler.cudagraph_mark_step_begin()
+        try:
+            skip, masks = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - compile failures come in many types
+            if _is_oom(exc):
+                raise
+            # a genuine error of the inputs fails the eager run too and propagates from there
+            result = self._body(*args)
+            warnings.warn(f"torch.compile(mode={self.compile_mode!r}) failed ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); VToonify runs eagerly from now on.")
+            self.__dict__.setdefault("_compiled", {})[self.compile_mode] = self._body
+            return result
+        if cudagraphs:  # CUDA-graph outputs are overwritten by the next replay
+            skip, masks = skip.clone(), [m.clone() for m in masks]
+        return skip, masks
 
     # ------------------------------------------------------------------ style codes
     def stylegan(self) -> Generator:
@@ -209,14 +296,25 @@ class VToonify(nn.Module):
         """
         style = self.check_input(x, style)
         d_s = 1.0 if d_s is None else float(d_s)
-        if self.fast and self.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        dual = self.backbone == "dualstylegan"
-        if dual:
+            self._weights_to_channels_last()
+        if self.backbone == "dualstylegan":
             resstyles = self.generator.color_transform(style)
             adastyles = self.generator.structure_transform(style)
         else:
-            adastyles = style
+            resstyles, adastyles = None, style
+        baked = self._baked_decoder(adastyles) if self.fast else None
+        skip, masks = self._run_body(x, resstyles, adastyles, baked, d_s)
+        if return_mask:
+            return skip, masks
+        return skip
+
+    def _body(self, x: torch.Tensor, resstyles: Optional[torch.Tensor], adastyles: torch.Tensor,
+              baked: Optional[list], d_s: float) -> tuple[torch.Tensor, list]:
+        """Encoder, fusion and decoder on prepared inputs; ``baked`` from :meth:`_baked_decoder`
+        replaces the per-sample modulation. Tensors in, tensors out (what ``torch.compile`` traces)."""
+        dual = self.backbone == "dualstylegan"
         feat = x
         features = []
         for block in self.encoder[:-2]:
@@ -231,7 +329,6 @@ class VToonify(nn.Module):
         skip = self.encoder[-1](feat)
 
         g = self.stylegan()
-        baked = self._baked_decoder(adastyles) if self.fast else None
         masks = []
         for stage, (conv1, conv2, to_rgb) in enumerate(zip(g.convs[6::2], g.convs[7::2], g.to_rgbs[3:])):
             if stage < len(features):
@@ -239,7 +336,7 @@ class VToonify(nn.Module):
                 if dual:
                     out, m_E = self.fusion_out[stage](out, f_E, d_s)
                     skip = self.fusion_skip[stage](torch.cat([skip, f_E * m_E], dim=1))
-                    masks.append(m_E)
+                    masks.append(m_E.contiguous())
                 else:
                     out = self.fusion_out[stage](torch.cat([out, f_E], dim=1))
                     skip = self.fusion_skip[stage](torch.cat([skip, f_E], dim=1))
@@ -252,10 +349,12 @@ class VToonify(nn.Module):
             out = conv1(out, adastyles[:, layer - 1])
             out = conv2(out, adastyles[:, layer])
             skip = to_rgb(out, adastyles[:, layer + 1], skip)
-        skip = skip.contiguous()
-        if return_mask:
-            return skip, [m.contiguous() for m in masks]
-        return skip
+        return skip.contiguous(), masks
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, getattr(torch, "OutOfMemoryError", MemoryError)) or isinstance(exc, MemoryError) \
+        or "out of memory" in str(exc).lower()
 
 
 def build_vtoonify(kind: str) -> VToonify:
