@@ -40,11 +40,16 @@ class AdaptiveInstanceNorm(nn.Module):
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         params = F.linear(code.float(), self.style.weight.float(), self.style.bias.float())
         gamma, beta = params[:, :, None, None].chunk(2, 1)
-        # instance norm written out (not F.instance_norm) so that the memory format is kept
+        # instance norm written out (not F.instance_norm) so that the memory format is kept; two
+        # passes (mean, then the mean square of the centred values), which on channels-last
+        # tensors is several times faster than torch.var_mean's strided reduction
         xf = x.float()
-        var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, unbiased=False)
+        centred = xf - xf.mean(dim=(2, 3), keepdim=True)  # a new tensor even when x is float32
+        var = centred.square().mean(dim=(2, 3), keepdim=True)
         scale = gamma * torch.rsqrt(var + 1e-5)
-        return (xf * scale + (beta - mean * scale)).to(x.dtype)
+        if torch.is_grad_enabled():  # autograd needs ``centred`` for the variance's gradient
+            return (centred * scale + beta).to(x.dtype)
+        return centred.mul_(scale).add_(beta).to(x.dtype)
 
 
 class AdaResBlock(nn.Module):
