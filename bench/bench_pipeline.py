@@ -1,18 +1,27 @@
-"""Speed of the VToonify pipeline, per stage and end to end, fast path vs plain path in one run.
+"""Speed of the VToonify pipeline, per stage and end to end, each fast-path switch vs the plain path in one run.
 
 Usage::
 
     python bench/bench_pipeline.py --quick              # CPU, small sizes, a few minutes at most
-    python bench/bench_pipeline.py --device cuda        # full table: 256->1024 and 320x400->1280x1600,
+    python bench/bench_pipeline.py --device cuda --compile --profile
+                                                        # full table: 256->1024 and 320x400->1280x1600,
                                                         # T and D, fp32/fp16/bf16, batch 1/4/16
     python bench/bench_pipeline.py --plain              # only the plain path
 
 Stages: face parse (BiSeNet on the 2x frame, official), parsing smoothing (Eq. 6-7, DIS flow),
-style extraction (pSp on a 256 crop + mapping), generator (VToonify), and end to end (parse +
-generator). Every generator row is measured with the fast path (style baked once per clip,
-channels-last) and the plain path (per-sample modulation, contiguous) in the same process, and
-the speed-up is their ratio. Weights are the deterministic stand-ins of the official layout
-(speed does not depend on the values). Prints a table and writes JSON to bench/results/.
+style extraction (pSp on a 256 crop + mapping), generator (VToonify), end to end (parse +
+generator on device-resident frames) and the pipeline (``vtoonify_core.pipeline.stylize`` from
+host frames: chunking, host<->device copies, clamping, gathering).
+
+Generator rows are measured, interleaved in one process, for the plain path (per-sample
+modulation, contiguous, eager: the official computation) and for the fast-path switches added
+one at a time (``bake``: style baked into the weights once per clip; ``+channels_last``;
+``+fold``: FIR blur folded into the up-sampling kernels; ``+compile``: torch.compile, with
+``--compile``; on CUDA ``+cudagraphs``: compile mode reduce-overhead). Each row prints its
+speed-up over the plain path. The default fast path (what the nodes run) is the ``fast`` row.
+``--profile`` prints where the time of the default fast path goes (torch.profiler, by op).
+Weights are the deterministic stand-ins of the official layout (speed does not depend on the
+values). Prints a table and writes JSON to bench/results/.
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from vtoonify_core import parse_frames, standin  # noqa: E402
 from vtoonify_core.bisenet import FaceParser  # noqa: E402
+from vtoonify_core.pipeline import StyleCode, VToonifyModel, cpu_has_fast_bf16, stylize  # noqa: E402
 from vtoonify_core.psp import StyleEncoder  # noqa: E402
 from vtoonify_core.vtoonify import build_vtoonify  # noqa: E402
 
@@ -80,14 +90,68 @@ def timeit_interleaved(fns: dict, device, repeat: int) -> dict:
 
 
 def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: max allocated since the last reset; CPU: the process's peak RSS (VmHWM) since the
+    last reset where Linux allows resetting it, else since the start."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # "5" resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def ablation(device: torch.device, plain_only: bool, compile_: bool) -> dict[str, dict]:
+    """The switch sets to time: the plain path, then each switch added on top of the previous ones."""
+    configs: dict[str, dict] = {"plain": {}}
+    if plain_only:
+        return configs
+    configs["bake"] = dict(fast=True)
+    configs["+channels_last"] = dict(fast=True, channels_last=True)
+    configs["+fold"] = dict(fast=True, channels_last=True, fold_upsample=True)
+    configs["fast"] = dict(fast=True, channels_last=True, fold_upsample=None)  # the default
+    if compile_:
+        configs["+compile"] = dict(fast=True, channels_last=True, fold_upsample=None, compile_mode="default")
+        if device.type == "cuda":
+            configs["+cudagraphs"] = dict(fast=True, channels_last=True, fold_upsample=None,
+                                          compile_mode="reduce-overhead")
+    return configs
+
+
+def profile_generator(model, x, style, device, kind, dname, size, batch, top: int = 12) -> dict:
+    """Where the time of the default fast path goes: torch.profiler self time by op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model.set_fast_path(True)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.no_grad():
+        model(x, style, 0.5)
+        sync(device)
+        with profile(activities=activities) as prof:
+            for _ in range(3):
+                model(x, style, 0.5)
+            sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)
+    total = sum(getattr(e, key, 0) for e in events) or 1
+    rows = [{"op": e.key, "share": getattr(e, key, 0) / total, "ms_per_call": getattr(e, key, 0) / 1e3 / 3,
+             "calls": e.count // 3} for e in events[:top]]
+    print(f"# profile: {kind} {dname} {size} B={batch}, default fast path, self {'GPU' if device.type == 'cuda' else 'CPU'} time by op")
+    for r in rows:
+        print(f"#   {r['op']:<40} {100 * r['share']:5.1f}%  {r['ms_per_call']:9.2f} ms/forward  {r['calls']:4d} calls")
+    return {"kind": kind, "dtype": dname, "size": size, "batch": batch, "ops": rows}
 
 
 def main(argv=None) -> int:
@@ -101,6 +165,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default=None, help="comma list of HxW inputs, e.g. 256x256,320x400")
     ap.add_argument("--stages", default="parse,smooth,style,generator",
                     help="comma list of stages to run (generator includes end to end)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile (and CUDA graphs on CUDA); compiling takes minutes")
+    ap.add_argument("--profile", action="store_true", help="print where the generator's time goes")
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -114,16 +181,22 @@ def main(argv=None) -> int:
     if args.sizes:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     stages = set(args.stages.split(","))
-    dtypes = (args.dtypes or ("fp32" if quick or device.type == "cpu" else "fp32,fp16,bf16")).split(",")
+    if args.dtypes:
+        dtypes = args.dtypes.split(",")
+    elif device.type == "cuda":
+        dtypes = ["fp32", "fp16", "bf16"]
+    else:  # fp16 convolutions are slow on CPU; bf16 only where the CPU has native bf16 (AMX)
+        dtypes = ["fp32"] + (["bf16"] if cpu_has_fast_bf16() else [])
     batches = [int(b) for b in (args.batches or ("1" if quick else ("1,4,16" if device.type == "cuda" else "1,2"))).split(",")]
     repeat = args.repeat or (3 if quick else 5)
     rows: list[dict] = []
+    profiles: list[dict] = []
 
     def record(**row):
         rows.append(row)
         fps = row["batch"] / row["seconds"]
         extra = f"  x{row['speedup']:.2f} vs plain" if row.get("speedup") else ""
-        print(f"{row['stage']:<22} {row.get('kind', ''):<11} {row['dtype']:<5} {row['size']:<12} B={row['batch']:<3} "
+        print(f"{row['stage']:<26} {row.get('kind', ''):<11} {row['dtype']:<5} {row['size']:<12} B={row['batch']:<3} "
               f"{row['seconds'] / row['batch']:8.4f} s/frame {fps:8.2f} fps  peak {row['peak_mb']:8.0f} MB{extra}",
               flush=True)
 
@@ -167,24 +240,26 @@ def main(argv=None) -> int:
             model = build(build_vtoonify(kind), kind, device, dtype)
             style = torch.randn(1, 18, 512, device=device, dtype=dtype)
             parser = build(FaceParser(), "bisenet", device, dtype)
+            configs = ablation(device, args.plain, args.compile)
             for (h, w) in sizes:
+                size = f"{h}x{w}->{4 * h}x{4 * w}"
                 for b in batches:
                     x = torch.rand(b, 22, h, w, device=device, dtype=dtype) * 2 - 1
                     frames = x[:, :3].contiguous()
                     with torch.no_grad():
-                        def run(fast):
-                            model.fast = fast
+                        def run(switches):
+                            model.set_fast_path(False, **switches)
                             return model(x, style, 0.5)
 
                         reset_peak(device)
-                        modes = [False] if args.plain else [False, True]
-                        times = timeit_interleaved({m: (lambda m=m: run(m)) for m in modes}, device, repeat)
+                        times = timeit_interleaved({name: (lambda c=c: run(c)) for name, c in configs.items()},
+                                                   device, repeat)
                         peak = peak_memory_mb(device)
-                        model.fast = not args.plain
-                        label = "generator" + ("" if args.plain else " (fast)")
-                        record(stage=label, kind=kind, dtype=dname, size=f"{h}x{w}->{4 * h}x{4 * w}", batch=b,
-                               seconds=times[args.plain is False], peak_mb=peak,
-                               plain_seconds=times[False], speedup=None if args.plain else times[False] / times[True])
+                        for name in configs:
+                            record(stage=f"generator {name}", kind=kind, dtype=dname, size=size, batch=b,
+                                   seconds=times[name], peak_mb=peak, plain_seconds=times["plain"],
+                                   speedup=None if name == "plain" else times["plain"] / times[name])
+                        model.set_fast_path(not args.plain)
 
                         def end_to_end():
                             xp = parse_frames(parser, frames)
@@ -192,10 +267,20 @@ def main(argv=None) -> int:
 
                         reset_peak(device)
                         s = timeit(end_to_end, device, repeat)
-                        record(stage="end to end", kind=kind, dtype=dname, size=f"{h}x{w}->{4 * h}x{4 * w}", batch=b,
+                        record(stage="end to end", kind=kind, dtype=dname, size=size, batch=b,
                                seconds=s, peak_mb=peak_memory_mb(device))
-            del model, parser
 
+                        bundle = VToonifyModel(generator=model, encoder=None, parser=parser, exstyles=None,
+                                               device=device, dtype=dtype)
+                        code = StyleCode(wplus=style.float().cpu(), backbone=model.backbone)
+                        clip = torch.rand(2 * b, 3, h, w) * 2 - 1  # host frames, two chunks
+                        reset_peak(device)
+                        s = timeit(lambda: stylize(bundle, clip, code, 0.5, batch_size=b), device, max(1, repeat // 2))
+                        record(stage="pipeline (host frames)", kind=kind, dtype=dname, size=size, batch=2 * b,
+                               seconds=s, peak_mb=peak_memory_mb(device))
+                        if args.profile and b == batches[-1] and (h, w) == sizes[0]:
+                            profiles.append(profile_generator(model, x, style, device, kind, dname, size, b))
+            del model, parser
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc)
@@ -203,6 +288,7 @@ def main(argv=None) -> int:
         "machine": {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
                     "platform": platform.platform(), "cpu_threads": torch.get_num_threads()},
         "torch": torch.__version__, "date": stamp.isoformat(timespec="seconds"), "quick": quick, "rows": rows,
+        "profiles": profiles,
     }
     path = out / f"pipeline-{device.type}-{stamp.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=1))
