@@ -221,3 +221,8 @@ def test_channels_last_weights_keep_their_values(vtoonify_t_path, reference_io):
     assert m.encoder[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     after = m.state_dict()
     assert list(after) == list(state) and all(torch.equal(after[k], v) for k, v in state.items())
+    with torch.no_grad():  # the plain path goes back to the plain layout
+        run(m, reference_io["vtoonify_t.a.inputs"], reference_io["vtoonify_t.s_w"])
+        m.set_fast_path(False)
+        m(reference_io["vtoonify_t.a.inputs"], reference_io["vtoonify_t.s_w"])
+    assert m.encoder[0][0].weight.is_contiguous() and m.fusion_out[0].weight.is_contiguous()

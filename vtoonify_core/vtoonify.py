@@ -167,15 +167,16 @@ class VToonify(nn.Module):
         self.clear_bake_cache()
         return super()._apply(fn, recurse)
 
-    def _weights_to_channels_last(self) -> None:
-        """Store the convolution weights channels-last once, so that convolutions on channels-last
-        activations do not reorder their weights on every call (same values)."""
+    def _store_weights(self, memory_format: torch.memory_format) -> None:
+        """Store the convolution weights in ``memory_format`` (same values), once per change:
+        channels-last convolutions then do not reorder their weights on every call, and the plain
+        path keeps the plain layout."""
         first = self.encoder[0][0].weight
-        if first.ndim == 4 and not first.is_contiguous(memory_format=torch.channels_last):
+        if first.ndim == 4 and not first.is_contiguous(memory_format=memory_format):
             with torch.no_grad():
                 for param in self.parameters():
                     if param.ndim == 4:
-                        param.data = param.data.contiguous(memory_format=torch.channels_last)
+                        param.data = param.data.contiguous(memory_format=memory_format)
             self.clear_bake_cache()
 
     def _decoder_layers(self):
@@ -298,7 +299,7 @@ class VToonify(nn.Module):
         d_s = 1.0 if d_s is None else float(d_s)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-            self._weights_to_channels_last()
+        self._store_weights(torch.channels_last if self.channels_last else torch.contiguous_format)
         if self.backbone == "dualstylegan":
             resstyles = self.generator.color_transform(style)
             adastyles = self.generator.structure_transform(style)
