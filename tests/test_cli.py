@@ -132,3 +132,25 @@ def test_interrupt_tells_how_to_resume(tmp_path, models, clip, monkeypatch, caps
                "--color-transfer", "--style-id", "1", *FAST])
     assert rc == 130
     assert "run the same command again to resume" in capsys.readouterr().err
+
+
+def test_compile_option_reaches_the_generator(tmp_path, models, monkeypatch):
+    """``--compile MODE`` compiles the generator's body with that mode (compilation itself is
+    covered by tests/test_fast_path.py; here torch.compile is recorded, not run)."""
+    import torch
+
+    seen = []
+
+    def recording_compile(fn, **kwargs):
+        seen.append(kwargs.get("mode"))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    src = tmp_path / "frame.png"
+    video.write_image(src, cv2.resize(skdata.astronaut(), (64, 64), interpolation=cv2.INTER_AREA))
+    out = tmp_path / "toon.png"
+    base = ["stylize", str(src), str(out), "--models-dir", str(models), "--crop", "whole", "--color-transfer", "--style-id", "1", *FAST]
+    assert main(base) == 0 and seen == []
+    assert main([*base, "--compile", "max-autotune"]) == 0
+    assert seen == ["max-autotune"]
+    assert video.read_image(out).shape == (256, 256, 3)
