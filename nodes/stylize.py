@@ -9,11 +9,6 @@ DISPLAY_NAME = "Stylize Frames"
 CROP_MODES = {"face (official crop)": "face", "whole frame (pad to 8)": "whole"}
 
 
-def _activation_bytes(batch: int, h: int, w: int, dtype: torch.dtype) -> int:
-    """Rough memory of one chunk's activations (largest StyleGAN stages at 4x the input, 64 channels)."""
-    return int(batch * (4 * h) * (4 * w) * 64 * torch.finfo(dtype).bits // 8 * 4)
-
-
 class StylizeFrames:
     """Toonifies frames with VToonify and a style code."""
 
@@ -50,9 +45,10 @@ class StylizeFrames:
                                                  "tooltip": "face: the official crop around the face of the first "
                                                             "frame with one; whole frame: no crop, the frames are "
                                                             "padded to multiples of 8 and the output cropped back."}),
-                "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "step": 1,
-                                       "tooltip": "Frames per chunk on the device; halved automatically when the "
-                                                  "GPU runs out of memory."}),
+                "batch_size": ("INT", {"default": 4, "min": 0, "max": 64, "step": 1,
+                                       "tooltip": "Frames per chunk on the device; 0 = auto: as many as fit in "
+                                                  "the free memory (at most 16, and at most 8 GiB per chunk). "
+                                                  "Halved automatically when the GPU runs out of memory."}),
             },
             "optional": {
                 "face_parsing": ("FACE_PARSING", {"tooltip": "Parsing maps of these frames (e.g. from Smooth "
@@ -65,7 +61,7 @@ class StylizeFrames:
 
     def stylize(self, vtoonify_model, images, style, style_degree=0.5, crop_mode="face (official crop)",
                 batch_size=4, face_parsing=None, face_padding=200):
-        from ..vtoonify_core.pipeline import InputError, check_style, stylize_clip
+        from ..vtoonify_core.pipeline import InputError, check_style, frame_memory_bytes, stylize_clip
 
         with _comfy.node_errors(DISPLAY_NAME):
             model = vtoonify_model
@@ -93,8 +89,11 @@ class StylizeFrames:
             h, w = frames.shape[2], frames.shape[3]
             if CROP_MODES[crop_mode] == "face":  # the crop is at most 2 * face_padding a side
                 h = w = min(2 * int(face_padding), 1024)
+            # memory ComfyUI frees for the chunk: the chosen chunk, or for auto (0) one frame; the
+            # automatic size is then taken from what is free once the networks are loaded
+            per_frame = frame_memory_bytes(model.backbone, h, w, model.dtype)
             cache.ensure_on_device([model.generator, model.parser], model.device,
-                                   _activation_bytes(min(int(batch_size), b), h, w, model.dtype))
+                                   per_frame * max(1, min(int(batch_size), b)))
             _, plan = stylize_clip(model, frames, style, float(style_degree), crop_mode=CROP_MODES[crop_mode],
                                    parsing=face_parsing, batch_size=int(batch_size), face_padding=int(face_padding),
                                    input_range=_comfy.IMAGE_RANGE, progress=progress,

@@ -443,8 +443,8 @@ def test_extract_style_errors(pack, loaded_d, astronaut, dlib_ok):
         extract(model, astronaut, 7, False)
     assert "Extract Style Code: style_id" in str(err.value) and "4 styles" in str(err.value)
     assert "0..3" in str(err.value)
-    with pytest.raises(ValueError, match=r"No face was detected"):
-        extract(model, torch.full((1, 96, 96, 3), 0.5), 0, True)
+    with pytest.raises(ValueError, match=r"No face was detected"):  # with colour transfer no face is needed
+        extract(model, torch.full((1, 96, 96, 3), 0.5), 0, False)
     with pytest.raises(ValueError, match=r"image: the batch is empty"):
         extract(model, torch.zeros(0, 64, 64, 3), 0, True)
     nan = astronaut.clone()
@@ -625,7 +625,7 @@ def test_stylize_bad_inputs(pack, loaded_d, loaded_t, frames32, core, dlib_ok):
         (dict(face_parsing=core.FaceParsing(torch.zeros(1, 19, 16, 16))),
          r"face_parsing: maps are 16x16 but the frames are 32x32"),
         (dict(crop_mode="face (official crop)", images=torch.full((1, 64, 64, 3), 0.5)), r"No face was detected"),
-        (dict(batch_size=0), r"batch_size: must be at least 1"),
+        (dict(batch_size=-1), r"batch_size: must be 0 \(automatic, from the free memory\) or at least 1"),
         (dict(style="not a style"), r"style: expected a VToonify style code"),
     ]
     nan = frames32[:2].clone()
