@@ -97,8 +97,9 @@ class StylizeVideoFile:
                 "style_degree": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                                            "tooltip": "VToonify-D: how strongly the exemplar style applies. Ignored "
                                                       "by VToonify-T."}),
-                "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "step": 1,
-                                       "tooltip": "Frames per forward pass (halved automatically on out-of-memory)."}),
+                "batch_size": ("INT", {"default": 4, "min": 0, "max": 64, "step": 1,
+                                       "tooltip": "Frames per forward pass; 0 = automatic, as many as fit in the free "
+                                                  "memory (halved automatically on out-of-memory)."}),
                 "crop_mode": (list(CROP_MODES), {"default": "face (official crop)",
                                                  "tooltip": "face: the official crop around the first face (output "
                                                             "4x the crop); whole frame: the whole frames (output "

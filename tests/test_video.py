@@ -26,8 +26,8 @@ import cv2  # noqa: E402
 
 from vtoonify_core import video  # noqa: E402
 from vtoonify_core.faces import NoFaceError  # noqa: E402
-from vtoonify_core.pipeline import (extract_style, load_model, plan_clip, style_from_image,  # noqa: E402
-                                    stylize_clip)
+from vtoonify_core.pipeline import (InputError, extract_style, load_model, plan_clip,  # noqa: E402
+                                    style_from_image, stylize_clip)
 
 RATE = Fraction(30000, 1001)
 LOSSLESS = video.EncodeSettings("ffv1", pix_fmt="bgr0")
@@ -300,3 +300,15 @@ def test_node_stylize_video_file(comfy, tmp_path):
         run(model, str(src), **{**kwargs, "output_name": "../escape.mp4"})
     with pytest.raises(FileNotFoundError, match="video_path"):
         run(model, str(tmp_path / "missing.mp4"), **kwargs)
+
+
+def test_automatic_batch_size_gives_the_same_video(tmp_path, model_d, style_d, clip, whole_run):
+    """``batch_size=0`` (as many frames as fit in the free memory) changes nothing in the output."""
+    result, _ = whole_run
+    out = tmp_path / "auto.mkv"
+    video.stylize_video(model_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=4, batch_size=0,
+                        encode=LOSSLESS)
+    a, b = decode_all(out).astype(int), decode_all(result.output).astype(int)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1  # other batch sizes round the sums differently
+    with pytest.raises(InputError, match="batch_size.*0 \\(automatic"):
+        video.stylize_video(model_d, clip, tmp_path / "bad.mkv", style_d, 0.5, crop_mode="whole", batch_size=-1)

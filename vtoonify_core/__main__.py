@@ -148,7 +148,7 @@ def _add_stylize(sub) -> None:
                    help="face: the official crop around the first face (output 4x the crop); whole: the whole frame")
     p.add_argument("--face-padding", type=int, default=200,
                    help="face crop: pixels around the eye centre (official 200)")
-    p.add_argument("--batch-size", type=int, default=4, help="frames per forward pass")
+    p.add_argument("--batch-size", type=int, default=4, help="frames per forward pass; 0 = as many as fit in the free memory")
     p.add_argument("--chunk-size", type=int, default=32, help="frames per resumable chunk")
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",

@@ -692,8 +692,8 @@ def _check_settings(crop_mode: str, chunk_size: int, batch_size: int, face_paddi
         raise InputError("crop_mode", f"unknown crop mode {crop_mode!r}; use face or whole.")
     if isinstance(chunk_size, bool) or int(chunk_size) < 1:
         raise InputError("chunk_size", f"must be at least 1, got {chunk_size}.")
-    if isinstance(batch_size, bool) or int(batch_size) < 1:
-        raise InputError("batch_size", f"must be at least 1, got {batch_size}.")
+    if isinstance(batch_size, bool) or int(batch_size) < 0:
+        raise InputError("batch_size", f"must be 0 (automatic, from the free memory) or at least 1, got {batch_size}.")
     if crop_mode == "face" and int(face_padding) < 8:
         raise InputError("face_padding", f"must be at least 8 px, got {face_padding}.")
 
