@@ -237,7 +237,9 @@ class VToonify(nn.Module):
         try:
             skip, masks = fn(*args)
         except Exception as exc:  # noqa: BLE001 - compile failures come in many types
-            if _is_oom(exc):
+            from .pipeline import is_oom  # (imported here: the pipeline builds on this module)
+
+            if is_oom(exc):
                 raise
             # a genuine error of the inputs fails the eager run too and propagates from there
             result = self._body(*args)
@@ -351,11 +353,6 @@ class VToonify(nn.Module):
             out = conv2(out, adastyles[:, layer])
             skip = to_rgb(out, adastyles[:, layer + 1], skip)
         return skip.contiguous(), masks
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, getattr(torch, "OutOfMemoryError", MemoryError)) or isinstance(exc, MemoryError) \
-        or "out of memory" in str(exc).lower()
 
 
 def build_vtoonify(kind: str) -> VToonify:
