@@ -7,26 +7,24 @@ import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from . import _comfy, cache
+from . import _comfy, cache, official
+from .official import D_STYLES, ENCODER_FILE, EXSTYLE_FILE, HF_FOLDER, HF_REPO, PARSER_FILE, T_STYLES
 
 logger = logging.getLogger("vtoonify")
 
 DISPLAY_NAME = "Load VToonify Model"
 FOLDER = "vtoonify"
-HF_REPO = "PKUWilliamYang/VToonify"
-HF_FOLDER = "models"
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".safetensors")
 EXSTYLE_EXTENSIONS = (".npy", ".safetensors")
-D_STYLES = ("arcane", "caricature", "cartoon", "comic", "illustration", "pixar")
-T_STYLES = ("arcane", "caricature", "cartoon", "comic", "pixar")
-ENCODER_FILE = "encoder.pt"
-PARSER_FILE = "faceparsing.pth"
-EXSTYLE_FILE = "exstyle_code.npy"
 DEFAULT_CHECKPOINT = "vtoonify_d_cartoon/vtoonify_s_d.pt"
-OFFICIAL_CHECKPOINTS = tuple(f"vtoonify_d_{s}/vtoonify_s_d.pt" for s in D_STYLES) + tuple(
-    f"vtoonify_t_{s}/vtoonify.pt" for s in T_STYLES)
-OFFICIAL_EXSTYLES = tuple(f"vtoonify_d_{s}/{EXSTYLE_FILE}" for s in D_STYLES)
+#: every checkpoint of the official release (see :mod:`.official`: where each is hosted, what it supports)
+OFFICIAL_CHECKPOINTS = official.CHECKPOINTS
+OFFICIAL_EXSTYLES = official.EXSTYLES
 AUTO, NONE = "auto", "none"
+#: how the official checkpoint names read, for the tooltip and the messages
+NAMING = ("VToonify-D names say what the checkpoint supports: _s = any exemplar style (style_id), _sNNN = only "
+          "style NNN; _d = style_degree 0..1, _dX = only degree X; _c = colour transfer. "
+          "vtoonify_t_<style>/vtoonify.pt is VToonify-T (no exemplars, no degree).")
 DEVICES = ("auto", "cuda", "cpu", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -66,7 +64,7 @@ def _listed(extensions) -> list[str]:
 
 
 def checkpoint_choices() -> list[str]:
-    """Files in ``models/vtoonify`` plus the official names (they can be downloaded)."""
+    """Files in ``models/vtoonify`` plus every official checkpoint name (see :mod:`.official`)."""
     names = set(_listed(CHECKPOINT_EXTENSIONS)) | {_native(n) for n in OFFICIAL_CHECKPOINTS}
     return sorted(names)
 
@@ -84,6 +82,7 @@ def exstyle_choices() -> list[str]:
 
 
 def folder_hint() -> str:
+    """The folder downloads go to and messages point at: the first registered ``vtoonify`` folder."""
     fp = _comfy.folder_paths()
     try:
         paths = fp.get_folder_paths(FOLDER)
@@ -92,29 +91,55 @@ def folder_hint() -> str:
     return paths[0] if paths else os.path.join(fp.models_dir, FOLDER)
 
 
+def variant_note(name: str) -> str:
+    """What checkpoint ``name`` supports and, for an official one, where it is hosted ('' if unknown)."""
+    v = official.variant(name)
+    if v is None:
+        return ""
+    where = {"huggingface": f"official, on Hugging Face: {v.source()}",
+             "google drive": f"official, on Google Drive only: {v.source()}"}.get(v.host(), "")
+    return v.supports() + (f" ({where})" if where else "")
+
+
 def missing_message(name: str, input_name: str) -> str:
+    """Where the file should be, the official layout, and where to get it."""
     root = folder_hint()
+    note = variant_note(name)
     return (
-        f"{input_name}: model file '{name}' not found in {root}. Put the VToonify files there in the official "
-        f"layout:\n"
+        f"{input_name}: model file '{name}' not found in {root}.{' It is ' + note + '.' if note else ''} "
+        f"Put the VToonify files there in the official layout:\n"
         f"  {FOLDER}/vtoonify_t_<style>/vtoonify.pt            VToonify-T (styles: {', '.join(T_STYLES)})\n"
-        f"  {FOLDER}/vtoonify_d_<style>/vtoonify_s_d.pt        VToonify-D (styles: {', '.join(D_STYLES)})\n"
+        f"  {FOLDER}/vtoonify_d_<style>/vtoonify_s_d.pt        VToonify-D (styles: {', '.join(D_STYLES)}; "
+        f"other variants beside it)\n"
         f"  {FOLDER}/vtoonify_d_<style>/{EXSTYLE_FILE}      its exemplar style codes\n"
         f"  {FOLDER}/{ENCODER_FILE}                             pSp style encoder\n"
         f"  {FOLDER}/{PARSER_FILE}                        BiSeNet face parser\n"
-        f"They are in the Hugging Face repository {HF_REPO}, folder {HF_FOLDER}/ "
-        f"(https://huggingface.co/{HF_REPO}/tree/main/{HF_FOLDER}). Or set download_missing to true to "
-        f"download the missing files there automatically.")
+        f"{NAMING}\n"
+        f"The encoder, the parser, the exemplar codes and most VToonify-D checkpoints are in the Hugging Face "
+        f"repository {HF_REPO}, folder {HF_FOLDER}/ ({official.HF_TREE_URL}): set download_missing to true to "
+        f"download missing ones there automatically. VToonify-T and a few VToonify-D checkpoints are on the "
+        f"official Google Drive only ({official.DRIVE_ALL_URL}): download those by hand.")
 
 
 # ---------------------------------------------------------------------------------------------- files
 
 
 def download(name: str, input_name: str) -> Path:
-    """Fetch ``models/<name>`` of the official Hugging Face repository into the vtoonify folder."""
+    """Fetch ``models/<name>`` of the official Hugging Face repository into the vtoonify folder.
+
+    An official checkpoint that is on Google Drive only is refused at once (with its folder
+    address), without asking the hub; other names are asked for on the hub.
+    """
     rel = PurePosixPath(Path(name).as_posix())
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise ValueError(f"{input_name}: cannot download {name!r}: not a file name inside the vtoonify folder.")
+    v = official.variant(rel.as_posix())
+    if v is not None and v.host() == "google drive":
+        target = Path(folder_hint()).joinpath(*rel.parts)
+        raise FileNotFoundError(
+            f"{input_name}: could not download {HF_FOLDER}/{rel}: the official release has it on Google Drive only, "
+            f"not on Hugging Face ({HF_REPO}). Download {rel.name} by hand from {v.source()} and save it as "
+            f"{target}; or pick a checkpoint that is on Hugging Face (the node's description lists them).")
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
@@ -150,6 +175,7 @@ def resolve_file(name: str, input_name: str, download_missing: bool) -> Path:
 
 
 def resolve_exstyle(choice: str, checkpoint_name: str, checkpoint_path: Path, download_missing: bool):
+    """The exemplar codes file of a VToonify-D checkpoint: the one chosen, the one beside it ('auto'), or None."""
     from ..vtoonify_core.pipeline import find_exstyle
 
     if choice == NONE:
@@ -159,15 +185,16 @@ def resolve_exstyle(choice: str, checkpoint_name: str, checkpoint_path: Path, do
     beside = find_exstyle(checkpoint_path)
     if beside is not None:
         return beside
-    official = Path(checkpoint_name).parent.as_posix() + "/" + EXSTYLE_FILE
-    if download_missing and official in OFFICIAL_EXSTYLES:
-        return download(_native(official), "exstyle")
+    beside_name = Path(checkpoint_name).parent.as_posix() + "/" + EXSTYLE_FILE
+    if download_missing and beside_name in OFFICIAL_EXSTYLES:
+        return download(_native(beside_name), "exstyle")
     raise FileNotFoundError(
         f"exstyle: VToonify-D needs its exemplar style codes: put {EXSTYLE_FILE} beside the checkpoint "
-        f"({checkpoint_path.parent}), or pick a file in exstyle.\n" + missing_message(official, "exstyle"))
+        f"({checkpoint_path.parent}), or pick a file in exstyle.\n" + missing_message(beside_name, "exstyle"))
 
 
 def _load(part: str, input_name: str, path: Path, device, dtype, loader):
+    """A cached network; a checkpoint error names the node input it came from."""
     from ..vtoonify_core.weights import CheckpointError
 
     try:
@@ -192,7 +219,8 @@ class LoadVToonifyModel:
         "The BiSeNet face parser (for Face Parse).",
     )
     DESCRIPTION = ("Loads a VToonify checkpoint (VToonify-T or VToonify-D, detected from the file), the pSp style "
-                   "encoder and the BiSeNet face parser from models/vtoonify. Networks are cached between runs.")
+                   "encoder and the BiSeNet face parser from models/vtoonify. Networks are cached between runs.\n\n"
+                   + NAMING + "\n\nThe official checkpoints:\n" + official.catalogue())
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -203,7 +231,9 @@ class LoadVToonifyModel:
                 "checkpoint": (ckpts, {
                     "default": _native(DEFAULT_CHECKPOINT),
                     "tooltip": "VToonify checkpoint in models/vtoonify: vtoonify_t_<style>/vtoonify.pt (VToonify-T) or "
-                               "vtoonify_d_<style>/vtoonify_s_d.pt (VToonify-D); the kind is detected from the file."}),
+                               "vtoonify_d_<style>/vtoonify_s*_d*.pt (VToonify-D); the kind is detected from the file. "
+                               + NAMING + " Every official one, what it supports and where it is hosted: see the "
+                               "node's description."}),
                 "style_encoder": (encoder_choices(), {
                     "default": ENCODER_FILE, "tooltip": "The pSp style encoder (encoder.pt)."}),
                 "face_parser": (parser_choices(), {
@@ -219,7 +249,9 @@ class LoadVToonifyModel:
                 "download_missing": ("BOOLEAN", {
                     "default": False,
                     "tooltip": f"Download missing official files from Hugging Face ({HF_REPO}, folder models/) into "
-                               f"models/vtoonify (needs the huggingface_hub package)."}),
+                               f"models/vtoonify (needs the huggingface_hub package). VToonify-T and the few "
+                               f"VToonify-D checkpoints on Google Drive only are not downloaded: the error says "
+                               f"where to get them by hand."}),
             }
         }
 
@@ -272,7 +304,8 @@ class LoadVToonifyModel:
             enc = _load("encoder", "style_encoder", enc_path, dev, dtype, load_style_encoder)
             par = _load("parser", "face_parser", par_path, dev, dtype, load_face_parser)
             model = VToonifyModel(gen, enc, par, styles, dev, dtype, sources)
-            logger.info("VToonify: loaded %s", model.describe())
+            note = variant_note(checkpoint)
+            logger.info("VToonify: loaded %s%s", model.describe(), f" ({note})" if note else "")
             return (model, model.face_parser)
 
 

@@ -366,8 +366,8 @@ def test_download_missing_uses_the_hub(pack, env, tmp_path, monkeypatch, vtoonif
     with pytest.raises(FileNotFoundError, match=r"could not download models/vtoonify_t_pixar/vtoonify.pt"):
         load("vtoonify_t_pixar/vtoonify.pt", "encoder.pt", "faceparsing.pth", "auto", "cpu", "fp32", True)
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
-    with pytest.raises(ImportError, match=r"pip install huggingface_hub"):
-        load(T_CKPT, "encoder.pt", "faceparsing.pth", "auto", "cpu", "fp32", True)
+    with pytest.raises(ImportError, match=r"pip install huggingface_hub"):  # a file the hub has (VToonify-T is not)
+        load("vtoonify_d_pixar/vtoonify_s_d.pt", "encoder.pt", "faceparsing.pth", "auto", "cpu", "fp32", True)
 
 
 # ---------------------------------------------------------------------------------------------- Extract Style Code

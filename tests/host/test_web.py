@@ -72,15 +72,10 @@ def snapshot(root: Path) -> dict:
 @pytest.fixture(scope="module")
 def routes_env(tmp_path_factory):
     """The pack under the fake ComfyUI with an empty models/vtoonify; yields (routes module, folder)."""
-    models = tmp_path_factory.mktemp("web_models")
-    folder = models / "vtoonify"
-    folder.mkdir()
-    comfy_stub.install(models)
-    pack = comfy_stub.load_pack()
-    routes = import_module(pack.__name__ + ".nodes.routes")
-    assert routes.REGISTERED is False  # no server here: the handlers are plain functions
-    yield routes, folder
-    comfy_stub.uninstall()
+    with comfy_stub.empty_models_pack(tmp_path_factory.mktemp("web_models")) as (pack, folder):
+        routes = import_module(pack.__name__ + ".nodes.routes")
+        assert routes.REGISTERED is False  # no server here: the handlers are plain functions
+        yield routes, folder
 
 
 class FakeHub(types.ModuleType):
@@ -119,7 +114,13 @@ def test_allow_list_is_the_official_files(routes_env):
     expected |= {f"vtoonify_t_{s}/vtoonify.pt" for s in ("cartoon", "caricature", "arcane", "comic", "pixar")}
     for s in ("cartoon", "caricature", "arcane", "comic", "pixar", "illustration"):
         expected |= {f"vtoonify_d_{s}/vtoonify_s_d.pt", f"vtoonify_d_{s}/exstyle_code.npy"}
-    assert set(names) == expected and len(names) == len(expected)
+    # the other VToonify-D variants of the release (fixed style / fixed degree / colour transfer)
+    expected |= {"vtoonify_d_arcane/vtoonify_s000_d0.5.pt", "vtoonify_d_arcane/vtoonify_s077_d0.5.pt",
+                 "vtoonify_d_caricature/vtoonify_s039_d0.5.pt", "vtoonify_d_caricature/vtoonify_s068_d0.5.pt",
+                 "vtoonify_d_cartoon/vtoonify_s_d_c.pt", "vtoonify_d_cartoon/vtoonify_s026_d0.5.pt",
+                 "vtoonify_d_cartoon/vtoonify_s299_d0.5.pt", "vtoonify_d_pixar/vtoonify_s052_d0.5.pt"}
+    expected |= {f"vtoonify_d_illustration/vtoonify_s{i}_d_c.pt" for i in ("004", "009", "043", "054", "086")}
+    assert set(names) == expected and len(names) == len(expected) == 32
 
 
 def test_handlers_refuse_names_outside_the_allow_list(routes_env, monkeypatch):
@@ -258,7 +259,7 @@ def test_server_status_listing_and_styles(web_server):
     info = web_server.get_json("/vtoonify/models")
     root = web_server.base / "models" / "vtoonify"
     names = [f["name"] for f in info["files"]]
-    assert len(names) == 19 and "encoder.pt" in names and "vtoonify_d_cartoon/exstyle_code.npy" in names
+    assert len(names) == 32 and "encoder.pt" in names and "vtoonify_d_cartoon/exstyle_code.npy" in names
     for f in info["files"]:
         assert f["present"] == (root / f["name"]).is_file(), f
         assert f["role"]
@@ -300,7 +301,7 @@ def test_extension_status_panel_and_style_picker(web_server, browser_page):
     summary = page.locator(".vtoonify_status .vtoonify-summary").inner_text()
     info = web_server.get_json("/vtoonify/models")
     present = sum(f["present"] for f in info["files"])
-    assert summary == f"models/vtoonify: {present} of 19 official files present"
+    assert summary == f"models/vtoonify: {present} of 32 official files present"
     encoder_row = page.locator('.vtoonify_status .vtoonify-file[data-name="encoder.pt"]').first
     expected = "present" if (web_server.base / "models" / "vtoonify" / "encoder.pt").is_file() else "missing"
     assert expected in encoder_row.get_attribute("class")
