@@ -9,6 +9,7 @@ flicker of a per-frame parser). No network weights are needed.
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
@@ -412,6 +413,61 @@ def test_k0_one_frame_and_errors(small_clip):
         smooth_parsing(c.parsing, c.frames, flow="farneback")
     with pytest.raises(ValueError, match="sigma_s"):
         smooth_parsing(c.parsing, c.frames, sigma_s=0)
+
+
+def _bad_window_args(c: Clip) -> list[tuple[str, dict]]:
+    """(argument, keyword overrides) pairs that fuse_window and smooth_parsing both refuse."""
+    nan = c.parsing.clone()
+    nan[0, 0, 0, 0] = float("inf")
+    return [
+        ("k", dict(k=-1)), ("k", dict(k=1.5)), ("k", dict(k=True)), ("k", dict(k="2")),
+        ("sigma_t", dict(sigma_t=0.0)), ("sigma_t", dict(sigma_t=float("nan"))), ("sigma_s", dict(sigma_s=-0.2)),
+        ("parsing", dict(parsing=c.parsing.numpy())), ("parsing", dict(parsing=c.parsing[0])),
+        ("parsing", dict(parsing=c.parsing[:0])), ("parsing", dict(parsing=c.parsing.long())),
+        ("parsing", dict(parsing=nan)),
+        ("frames", dict(frames=c.frames[:, :2])), ("frames", dict(frames=c.frames.int())),
+        ("frames", dict(frames=c.frames[:-1])), ("frames", dict(frames=c.frames[..., :-1])),
+    ]
+
+
+def _refusal(call, **kwargs) -> str:
+    with pytest.raises((TypeError, ValueError)) as err:
+        call(**kwargs)
+    return str(err.value)
+
+
+def test_each_bad_argument_is_named(small_clip):
+    """fuse_window and smooth_parsing share their checks: every refusal names the argument at fault."""
+    c, k = small_clip, 2
+    fw, bw = c.window_flows(k)
+
+    def fuse(**kw):
+        args = dict(parsing=c.parsing, frames=c.frames, flows=fw, k=k)
+        args.update(kw)
+        return fuse_window(**args)
+
+    def smooth(**kw):
+        args = dict(parsing=c.parsing, frames=c.frames, k=k)
+        args.update(kw)
+        return smooth_parsing(**args)
+
+    for name, kw in _bad_window_args(c):
+        for call in (fuse, smooth):
+            msg = _refusal(call, **kw)
+            assert re.search(rf"\b{name}\b", msg), (call.__name__, name, msg)
+    bad_nan = fw.clone()
+    bad_nan[0, 0, 0, 0, 0] = float("nan")
+    for name, kw in [("flows", dict(flows=fw[:, 1:])), ("flows", dict(flows=bad_nan)),
+                     ("flows_back", dict(flows_back=bw[:, :, :1])), ("masks", dict(masks=torch.ones(1, 1, 1, 1, 1))),
+                     ("out_start", dict(out_start=1)), ("out_start", dict(out_start=-1)),
+                     ("batch_frames", dict(batch_frames=0))]:
+        assert re.search(rf"\b{name}\b", _refusal(fuse, **kw)), name
+    for name, kw in [("occlusion", dict(occlusion="mask")), ("flow_scale", dict(flow_scale=0.0)),
+                     ("flow_scale", dict(flow_scale=float("inf"))), ("out_range", dict(out_range=(3, 2))),
+                     ("out_range", dict(out_range=(0, c.T + 1))), ("chunk_size", dict(chunk_size=0))]:
+        assert re.search(rf"\b{name}\b", _refusal(smooth, **kw)), name
+    assert re.search(r"\bchunk_size\b", _refusal(lambda **kw: list(chunk_with_context(**kw)), T=5, chunk_size=0, k=1))
+    assert re.search(r"\bflow_scale\b", _refusal(Deflicker, strength=0.5, flow_scale=-1.0))
 
 
 def test_half_precision_inputs(small_clip):

@@ -93,19 +93,60 @@ def _check_video(x: Tensor, name: str, channels: Optional[int] = None) -> None:
 
 
 def _check_k(k: int) -> int:
+    """``k`` as an int: a whole number >= 0 (bools refused)."""
     if isinstance(k, bool) or not isinstance(k, int) and not (isinstance(k, float) and float(k).is_integer()):
-        raise TypeError(f"k must be an integer, got {k!r}.")
+        raise TypeError(f"k must be an integer (the temporal half-window, e.g. 5), got {k!r}.")
     k = int(k)
     if k < 0:
-        raise ValueError(f"k (the temporal half-window) must be >= 0, got {k}.")
+        raise ValueError(f"k (the temporal half-window) must be >= 0, got {k}: use 0 for no smoothing.")
     return k
 
 
 def _check_sigma(v: float, name: str) -> float:
+    """``v`` as a float > 0 (NaN refused); ``name`` is the argument named in the message."""
     v = float(v)
     if not v > 0:  # also refuses NaN
         raise ValueError(f"{name} must be > 0, got {v}.")
     return v
+
+
+def _check_chunk_size(chunk_size: Optional[int]) -> None:
+    """``None`` (one chunk) or a whole number of frames >= 1."""
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be >= 1 (or None for one chunk), got {chunk_size}.")
+
+
+def _check_flow_scale(flow_scale: float) -> None:
+    """A finite number > 0 (NaN and infinity refused)."""
+    if not (flow_scale > 0) or not math.isfinite(flow_scale):
+        raise ValueError(f"flow_scale must be a positive number (1.0: flow at full resolution), got {flow_scale}.")
+
+
+def _check_window_args(parsing: Tensor, frames: Tensor, k: int, sigma_t: float,
+                       sigma_s: float) -> tuple[int, float, float]:
+    """The checks that :func:`fuse_window` and :func:`smooth_parsing` share, in this order.
+
+    ``k`` (:func:`_check_k`), ``sigma_t`` and ``sigma_s`` (> 0), ``parsing`` a finite float
+    ``(T, C, H, W)`` clip, ``frames`` a finite float ``(T, 3, H, W)`` clip with as many frames as
+    ``parsing`` and the same size. Each message names the argument at fault.
+
+    Returns:
+        ``(k, sigma_t, sigma_s)`` as int, float, float.
+    """
+    k = _check_k(k)
+    sigma_t = _check_sigma(sigma_t, "sigma_t")
+    sigma_s = _check_sigma(sigma_s, "sigma_s")
+    _check_video(parsing, "parsing")
+    _check_video(frames, "frames", 3)
+    if frames.shape[0] != parsing.shape[0]:
+        raise ValueError(f"frames ({frames.shape[0]}) and parsing ({parsing.shape[0]}) have different numbers of "
+                         f"frames: give one parsing map per frame.")
+    if frames.shape[-2:] != parsing.shape[-2:]:
+        raise ValueError(
+            f"frames {tuple(frames.shape[-2:])} and parsing {tuple(parsing.shape[-2:])} differ in size: give both at "
+            f"frame resolution (resize the parsing logits with F.interpolate first)."
+        )
+    return k, sigma_t, sigma_s
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -128,11 +169,8 @@ def chunk_with_context(T: int, chunk_size: Optional[int], k: int) -> Iterator[tu
     if T < 0:
         raise ValueError(f"T must be >= 0, got {T}.")
     k = _check_k(k)
-    if chunk_size is None:
-        chunk_size = max(T, 1)
-    if int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be >= 1 (or None), got {chunk_size}.")
-    chunk_size = int(chunk_size)
+    _check_chunk_size(chunk_size)
+    chunk_size = max(T, 1) if chunk_size is None else int(chunk_size)
     for s in range(0, T, chunk_size):
         e = min(T, s + chunk_size)
         yield max(0, s - k), min(T, e + k), s, e
@@ -187,14 +225,8 @@ def fuse_window(
         for float64 input). The ``j = i`` term enters unwarped with weight 1, so ``k = 0`` (or a
         window with no usable neighbour) returns the input maps.
     """
-    k = _check_k(k)
-    sigma_t = _check_sigma(sigma_t, "sigma_t")
-    sigma_s = _check_sigma(sigma_s, "sigma_s")
-    _check_video(parsing, "parsing")
-    _check_video(frames, "frames", 3)
+    k, sigma_t, sigma_s = _check_window_args(parsing, frames, k, sigma_t, sigma_s)
     N, C, H, W = parsing.shape
-    if frames.shape[0] != N or frames.shape[-2:] != (H, W):
-        raise ValueError(f"frames {tuple(frames.shape)} do not match parsing {tuple(parsing.shape)} (same T, H, W needed).")
     L = 2 * k + 1
     if flows.ndim != 5 or flows.shape[1:] != (L, 2, H, W):
         raise ValueError(f"flows: expected shape (M, {L}, 2, {H}, {W}), got {tuple(flows.shape)}.")
@@ -346,28 +378,16 @@ def smooth_parsing(
     Flows are computed once per ordered pair (i, j), |i - j| <= k, and cached while a pair can
     still be needed: about 2k backend calls per frame.
     """
-    k = _check_k(k)
-    sigma_t = _check_sigma(sigma_t, "sigma_t")
-    sigma_s = _check_sigma(sigma_s, "sigma_s")
-    _check_video(parsing, "parsing")
-    _check_video(frames, "frames", 3)
+    k, sigma_t, sigma_s = _check_window_args(parsing, frames, k, sigma_t, sigma_s)
     T, C, H, W = parsing.shape
-    if frames.shape[0] != T:
-        raise ValueError(f"frames ({frames.shape[0]}) and parsing ({T}) have different numbers of frames.")
-    if frames.shape[-2:] != (H, W):
-        raise ValueError(
-            f"frames {tuple(frames.shape[-2:])} and parsing {(H, W)} differ in size: give both at frame resolution "
-            f"(resize the parsing logits with F.interpolate first)."
-        )
     if occlusion not in ("fb", "bounds"):
         raise ValueError(f"occlusion must be 'fb' or 'bounds', got {occlusion!r}.")
-    if not (flow_scale > 0) or not math.isfinite(flow_scale):
-        raise ValueError(f"flow_scale must be a positive number, got {flow_scale}.")
+    _check_flow_scale(flow_scale)
     lo, hi = (0, T) if out_range is None else (int(out_range[0]), int(out_range[1]))
     if not 0 <= lo <= hi <= T:
-        raise ValueError(f"out_range {out_range} is not within [0, {T}].")
-    if chunk_size is not None and int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be >= 1 (or None), got {chunk_size}.")
+        raise ValueError(f"out_range {out_range} is not within [0, {T}]: give (start, end) with "
+                         f"0 <= start <= end <= {T}.")
+    _check_chunk_size(chunk_size)
 
     if k == 0 or T == 1 or hi == lo:
         if progress is not None:
@@ -511,8 +531,7 @@ class Deflicker:
             raise ValueError(f"deflicker strength must be in [0, 1], got {strength}.")
         if not 0.0 <= float(max_blend) <= 1.0:
             raise ValueError(f"max_blend must be in [0, 1], got {max_blend}.")
-        if not (flow_scale > 0) or not math.isfinite(flow_scale):
-            raise ValueError(f"flow_scale must be a positive number, got {flow_scale}.")
+        _check_flow_scale(flow_scale)
         self.strength = strength
         self.max_blend = float(max_blend)
         self.sigma_g = _check_sigma(sigma_g, "sigma_g")
