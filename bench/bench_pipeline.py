@@ -13,7 +13,7 @@ style extraction (pSp on a 256 crop + mapping), generator (VToonify), end to end
 generator on device-resident frames) and the pipeline (``vtoonify_core.pipeline.stylize`` from
 host frames: chunking, host<->device copies, clamping, gathering).
 
-Generator rows are measured, interleaved in one process, for the plain path (per-sample
+Generator rows are measured, one block after another in one process, for the plain path (per-sample
 modulation, contiguous, eager: the official computation) and for the fast-path switches added
 one at a time (``bake``: style baked into the weights once per clip; ``+channels_last``;
 ``+fold``: FIR blur folded into the up-sampling kernels; ``+compile``: torch.compile, with
@@ -72,21 +72,6 @@ def timeit(fn, device, repeat: int, warmup: int = 1) -> float:
         times.append(time.perf_counter() - t)
     times.sort()
     return times[len(times) // 2]
-
-
-def timeit_interleaved(fns: dict, device, repeat: int) -> dict:
-    """Median wall seconds of each ``fns[k]()``, runs interleaved (so machine load hits all alike)."""
-    for fn in fns.values():
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            sync(device)
-            t = time.perf_counter()
-            fn()
-            sync(device)
-            times[k].append(time.perf_counter() - t)
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -251,13 +236,17 @@ def main(argv=None) -> int:
                             model.set_fast_path(False, **switches)
                             return model(x, style, 0.5)
 
-                        reset_peak(device)
-                        times = timeit_interleaved({name: (lambda c=c: run(c)) for name, c in configs.items()},
-                                                   device, repeat)
-                        peak = peak_memory_mb(device)
+                        # one block per switch set (switching channels_last re-lays the weights out,
+                        # which must not land inside the timed calls), warm-up included in none
+                        times, peaks = {}, {}
+                        for name, c in configs.items():
+                            run(c)
+                            reset_peak(device)
+                            times[name] = timeit(lambda c=c: run(c), device, repeat)
+                            peaks[name] = peak_memory_mb(device)
                         for name in configs:
                             record(stage=f"generator {name}", kind=kind, dtype=dname, size=size, batch=b,
-                                   seconds=times[name], peak_mb=peak, plain_seconds=times["plain"],
+                                   seconds=times[name], peak_mb=peaks[name], plain_seconds=times["plain"],
                                    speedup=None if name == "plain" else times["plain"] / times[name])
                         model.set_fast_path(not args.plain)
 

@@ -226,3 +226,14 @@ def test_channels_last_weights_keep_their_values(vtoonify_t_path, reference_io):
         m.set_fast_path(False)
         m(reference_io["vtoonify_t.a.inputs"], reference_io["vtoonify_t.s_w"])
     assert m.encoder[0][0].weight.is_contiguous() and m.fusion_out[0].weight.is_contiguous()
+
+
+def test_folded_conv_adds_the_bias_inside(reference_io):
+    torch.manual_seed(2)
+    conv = ModulatedConv2d(8, 4, 3, 512, upsample=True)
+    w, bias = torch.randn(4, 8, 3, 3), torch.randn(4)
+    folded = fold_upsample_kernel(w, conv.blur.kernel)
+    phases = polyphase_kernel(folded, conv.fold_padding)
+    for x in (torch.randn(2, 8, 5, 6), torch.randn(1, 8, 72, 64)):  # polyphase and transposed forms
+        expected = conv.conv_baked(x, w) + bias[:, None, None]
+        assert maxdiff(conv.conv_folded(x, folded, phases, bias), expected) < 1e-4

@@ -94,7 +94,7 @@ class EqualConv2d(nn.Module):
         """``weight * scale``, computed once and reused while gradients are off and the weight is
         unchanged (same storage, version, dtype, device, layout); recomputed when grad is on."""
         w = self.weight
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # (compiled: folded into the graph)
             return w * self.scale
         key = (w.data_ptr(), -1 if w.is_inference() else w._version, w.dtype, w.device, w.stride())
         memo = self.__dict__.get("_scaled")
@@ -225,16 +225,20 @@ class ModulatedConv2d(nn.Module):
             return self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
         return F.conv2d(x, weight, padding=self.padding)
 
-    def conv_folded(self, x: torch.Tensor, folded: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+    def conv_folded(self, x: torch.Tensor, folded: torch.Tensor, phases: torch.Tensor,
+                    bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Up-sampling convolution with the blur folded in (:func:`fold_upsample_kernel`).
 
         Small inputs (at most :data:`POLYPHASE_MAX_PIXELS` pixels) run the four-phase form
         (:func:`polyphase_kernel`: one plain convolution + pixel shuffle), larger ones the single
-        transposed convolution; both equal :meth:`conv_baked` up to float rounding.
+        transposed convolution; both equal :meth:`conv_baked` up to float rounding. ``bias`` (per
+        output channel) is added inside the convolution: with the blur folded in, nothing comes
+        between the two.
         """
         if x.shape[-2] * x.shape[-1] <= POLYPHASE_MAX_PIXELS:
-            return F.pixel_shuffle(F.conv2d(x, phases, padding=phases.shape[-1] // 2), 2)
-        return F.conv_transpose2d(x, folded.transpose(0, 1), stride=2, padding=self.fold_padding)
+            phase_bias = None if bias is None else bias.repeat_interleave(4)
+            return F.pixel_shuffle(F.conv2d(x, phases, phase_bias, padding=phases.shape[-1] // 2), 2)
+        return F.conv_transpose2d(x, folded.transpose(0, 1), bias, stride=2, padding=self.fold_padding)
 
     @property
     def fold_padding(self) -> int:
@@ -304,7 +308,7 @@ class StyledConv(nn.Module):
         bias and activation applied in place."""
         weight, bias = baked[:2]
         if len(baked) > 2:
-            out = self.conv.conv_folded(x, weight, baked[2]).add_(bias[:, None, None])
+            out = self.conv.conv_folded(x, weight, baked[2], bias)
         elif self.conv.upsample:
             out = self.conv.conv_baked(x, weight).add_(bias[:, None, None])
         else:

@@ -177,7 +177,7 @@ class VToonify(nn.Module):
                 for param in self.parameters():
                     if param.ndim == 4:
                         param.data = param.data.contiguous(memory_format=memory_format)
-            self.clear_bake_cache()
+            # baked weights keep their values (and their own layout): the cache stays valid
 
     def _decoder_layers(self):
         g = self.stylegan()
