@@ -29,6 +29,8 @@ EXSTYLE_FILE = "exstyle_code.npy"
 D_STYLES = ("arcane", "caricature", "cartoon", "comic", "illustration", "pixar")
 T_STYLES = ("arcane", "caricature", "cartoon", "comic", "pixar")
 HF_URL = "https://huggingface.co/PKUWilliamYang/VToonify/tree/main/models"
+#: the official README's Google Drive folder of all models (VToonify-T is only there)
+DRIVE_URL = "https://drive.google.com/drive/folders/1Nmbz9zBM78I1nRVokhHLuBKHleDmjDxv"
 #: Exit status of user errors.
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -55,7 +57,8 @@ def layout_help(folder: Path) -> str:
         f"  vtoonify_t_<style>/vtoonify.pt        VToonify-T ({', '.join(T_STYLES)})\n"
         f"  {ENCODER_FILE}                            pSp style encoder\n"
         f"  {PARSER_FILE}                       BiSeNet face parser\n"
-        f"Download them from {HF_URL}")
+        f"Download them from {HF_URL} (encoder, parser, VToonify-D) or {DRIVE_URL} (also VToonify-T, which is "
+        f"not on Hugging Face)")
 
 
 def resolve_model_file(value: Optional[str], default: str, folder: Path, what: str) -> Path:

@@ -34,11 +34,12 @@ REFERENCE_IMAGE = "vtoonify_reference.png"
 BLUE, GREEN, YELLOW, PURPLE, CYAN, BROWN = "#88A", "#8A8", "#b58b2a", "#a1309b", "#3f789e", "#b06634"
 
 MODELS_TEXT = (
-    "**Model files** go into `ComfyUI/models/vtoonify/`, in the official layout of the Hugging Face "
+    "**Model files** go into `ComfyUI/models/vtoonify/`, in the official layout: `encoder.pt`, "
+    "`faceparsing.pth`, `vtoonify_d_<style>/vtoonify_s_d.pt` + `exstyle_code.npy` from the Hugging Face "
     "repository [PKUWilliamYang/VToonify](https://huggingface.co/PKUWilliamYang/VToonify/tree/main/models) "
-    "(folder `models/`): `encoder.pt`, `faceparsing.pth`, `vtoonify_t_<style>/vtoonify.pt`, "
-    "`vtoonify_d_<style>/vtoonify_s_d.pt` + `exstyle_code.npy`. Or switch **download_missing** on in "
-    "*Load VToonify Model* (needs `huggingface_hub`).\n\n"
+    "(folder `models/`; **download_missing** in *Load VToonify Model* fetches these, needs `huggingface_hub`), "
+    "and `vtoonify_t_<style>/vtoonify.pt` from the Google Drive folders linked in the official README "
+    "(VToonify-T is not on Hugging Face). The loader's description lists every official checkpoint.\n\n"
     "**precision** `auto`: fp16 on CUDA GPUs that run it fast, bf16 on CPUs with AMX, else fp32.")
 
 FACE_CROP_TEXT = (
