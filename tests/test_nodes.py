@@ -728,3 +728,33 @@ def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(pack):
     assert pipeline.resolve_dtype("auto", "cpu") == expected
     assert pack.nodes._comfy.resolve_dtype("auto", torch.device("cpu")) == expected
     assert pipeline.resolve_dtype("fp16", "cpu") == torch.float16
+
+
+# ---------------------------------------------------------------------------------------------- Speed Settings
+
+
+def test_speed_settings_give_the_same_images_and_leave_the_loader_model_alone(pack, loaded_d, frames32, core,
+                                                                               monkeypatch):
+    model, _ = loaded_d
+    style = random_style(core, model, 5)
+    stylize = node(pack, "VToonifyStylizeFrames")
+    speed = node(pack, "VToonifySpeedSettings")
+    default, *_ = stylize(model, frames32[:2], style, 0.5, "whole frame (pad to 8)", 2)
+    (plain_model,) = speed(model, False, False, "off", "off")
+    assert plain_model is not model and plain_model.generator is not model.generator
+    assert next(plain_model.generator.parameters()) is next(model.generator.parameters())  # no copy of the weights
+    assert (plain_model.generator.fast, plain_model.generator.channels_last) == (False, False)
+    assert (model.generator.fast, model.generator.channels_last, model.generator.compile_mode) == (True, True, None)
+    plain, *_ = stylize(plain_model, frames32[:2], style, 0.5, "whole frame (pad to 8)", 2)
+    assert (plain - default).abs().max() < 1e-5 and not torch.equal(plain, default)  # other sums, same images
+    (folded,) = speed(model, True, True, "on", "off")
+    images, *_ = stylize(folded, frames32[:2], style, 0.5, "whole frame (pad to 8)", 2)
+    assert (images - default).abs().max() < 1e-5
+
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: modes.append(kw.get("mode")) or fn)
+    (compiled,) = speed(model, True, True, "auto", "max-autotune")
+    stylize(compiled, frames32[:1], style, 0.5, "whole frame (pad to 8)", 1)
+    assert modes == ["max-autotune"] and model.generator.compile_mode is None
+    with pytest.raises(ValueError, match="VToonify Speed Settings.*compile: use one of off"):
+        speed(model, True, True, "auto", "fastest")

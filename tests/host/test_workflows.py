@@ -62,6 +62,8 @@ VTOONIFY_NODES = {
     "VToonifySmoothParsing": (["face_parsing", "images", "k", "sigma_t", "sigma_s"], ["flow"], ["FACE_PARSING"]),
     "VToonifyStylizeFrames": (["vtoonify_model", "images", "style", "style_degree", "crop_mode", "batch_size"],
                               ["face_parsing", "face_padding"], ["IMAGE", "MASK", "INT", "INT", "INT", "INT"]),
+    "VToonifySpeedSettings": (["vtoonify_model", "bake_style", "channels_last", "fold_upsampling", "compile"], [],
+                              ["VTOONIFY_MODEL"]),
 }
 PROGRESS_NODES = {"VToonifyFaceParse", "VToonifySmoothParsing", "VToonifyStylizeFrames"}
 
@@ -541,3 +543,25 @@ def test_ui_workflow_loads_converts_and_runs(name, workflow_env, browser_page, c
     for nid in nodes_of(api, "SaveImage"):
         assert comfy_server.output_images(entry, nid), f"SaveImage {nid} saved nothing"
     assert browser_page.unexpected_console_errors() == [], "\n".join(browser_page.console_errors)
+
+
+def test_speed_settings_node_runs_in_the_real_host(workflow_env, comfy_server):
+    """Load -> VToonify Speed Settings (plain path, folded up-sampling) -> Stylize Frames: same picture."""
+    api = load_api("stylize_image")
+    loader = next(iter(nodes_of(api, "VToonifyLoadModel")))
+    stylize = next(iter(nodes_of(api, "VToonifyStylizeFrames")))
+    save = next(iter(nodes_of(api, "SaveImage")))
+    api["1"]["inputs"]["image"] = EXAMPLE_IMAGE
+    api[stylize]["inputs"]["crop_mode"] = "whole frame (pad to 8)"
+    api[loader]["inputs"]["precision"] = "fp32"
+    reference = fetch_images(comfy_server, comfy_server.run_prompt(copy.deepcopy(api), timeout=300), save)[0]
+    api["90"] = {"class_type": "VToonifySpeedSettings",
+                 "inputs": {"vtoonify_model": [loader, 0], "bake_style": False, "channels_last": False,
+                            "fold_upsampling": "on", "compile": "off"}}
+    api[stylize]["inputs"]["vtoonify_model"] = ["90", 0]
+    entry = comfy_server.run_prompt(copy.deepcopy(api), timeout=300)
+    ran = {m["data"]["node"] for m in comfy_server.messages(entry["prompt"][1], "executing") if m["data"]["node"]}
+    assert "90" in ran
+    image = fetch_images(comfy_server, entry, save)[0]
+    assert image.shape == reference.shape == (4 * SIZE, 4 * SIZE, 3)
+    assert np.abs(image.astype(int) - reference.astype(int)).max() <= 1
