@@ -1,11 +1,13 @@
 """Server routes of the web UI (``web/js/vtoonify.js``), all under ``/vtoonify/``.
 
 * ``GET  /vtoonify/models``: which official files are in ``models/vtoonify`` and which are missing,
-  and the state of downloads;
+  where each is hosted (``downloadable`` from Hugging Face, or on Google Drive only, with its
+  Drive folder and the path to save it to), and the state of downloads;
 * ``POST /vtoonify/download`` with JSON ``{"name": "<official file name>"}``: download one official
   file from Hugging Face (``PKUWilliamYang/VToonify``, folder ``models/``) into ``models/vtoonify``,
   in the background; progress in ``GET /vtoonify/downloads`` and in ``vtoonify.download``
-  websocket events;
+  websocket events. A file of the release that is on Google Drive only is refused (409, with its
+  Drive folder): it is downloaded by hand;
 * ``GET  /vtoonify/styles?checkpoint=<name>&exstyle=<auto|name>``: the exemplar style names of a
   VToonify-D checkpoint (for the style picker of Extract Style Code).
 
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import _comfy, loader
+from . import _comfy, loader, official
 
 logger = logging.getLogger("vtoonify")
 
@@ -48,6 +50,24 @@ def _role(name: str) -> str:
     if name.endswith(loader.EXSTYLE_FILE):
         return f"exemplar style codes of {folder}"
     return ("VToonify-D " if folder.startswith("vtoonify_d_") else "VToonify-T ") + folder.split("_", 2)[-1]
+
+
+def downloadable(name: str) -> bool:
+    """Whether the download route fetches ``name`` (an official name): on Hugging Face, not on
+    Google Drive only."""
+    return name in official.DOWNLOADABLE
+
+
+def drive_folder(name: str) -> str:
+    """The official Google Drive folder holding ``name`` (the folder of its model folder; the top
+    folder of the release for the files at the top of ``models/vtoonify``)."""
+    folder = name.rsplit("/", 1)[0] if "/" in name else ""
+    return official.DRIVE_FOLDERS.get(folder, official.DRIVE_ALL_URL)
+
+
+def target_path(name: str) -> str:
+    """Where the file goes, as the user sees it: ``models/vtoonify/<name>``."""
+    return f"models/{loader.FOLDER}/{name}"
 
 
 def _present(name: str) -> bool:
@@ -180,7 +200,9 @@ DOWNLOADS = Downloads()
 def model_status() -> tuple[int, dict]:
     """``GET /vtoonify/models``: the official files, present or missing, and the downloads."""
     loader.register_folder()
-    files = [{"name": n, "role": _role(n), "present": _present(n)} for n in allowed_names()]
+    files = [{"name": n, "role": _role(n), "present": _present(n), "downloadable": downloadable(n),
+              "host": "huggingface" if downloadable(n) else "google drive", "drive_url": drive_folder(n),
+              "path": target_path(n)} for n in allowed_names()]
     return 200, {"folder": "models/" + loader.FOLDER, "files": files,
                  "required": [loader.ENCODER_FILE, loader.PARSER_FILE], "downloads": DOWNLOADS.states()}
 
@@ -189,13 +211,20 @@ def request_download(name) -> tuple[int, dict]:
     """``POST /vtoonify/download``: start downloading one official file.
 
     ``name`` must be exactly one of :func:`allowed_names`; anything else (other files, ``..``,
-    absolute paths, backslashes, encoded forms) is refused with 400 and nothing is written.
+    absolute paths, backslashes, encoded forms) is refused with 400 and nothing is written. An
+    official file that is on Google Drive only (not :func:`downloadable`) is refused with 409, its
+    Drive folder (``drive_url``) and the path to save it to (``path``); nothing is started.
     Returns 200 with the download state (``present`` when the file is there already).
     """
     if not isinstance(name, str) or name not in allowed_names():
         shown = name if isinstance(name, str) and len(name) < 200 else type(name).__name__
         return 400, {"error": f"not an official VToonify file name: {shown!r}. Allowed: the names listed by "
                               f"{PREFIX}/models."}
+    if not downloadable(name):
+        url, path = drive_folder(name), target_path(name)
+        return 409, {"error": f"{name} is on the official Google Drive only, not on Hugging Face, so it cannot be "
+                              f"downloaded from here: download it by hand from {url} and save it as {path}.",
+                     "name": name, "drive_url": url, "path": path}
     loader.register_folder()
     if _present(name):
         return 200, {"name": name, "status": "present"}

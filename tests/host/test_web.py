@@ -7,7 +7,9 @@
   status listing.
 * Real frontend in Chromium: the extension loads without console errors, the status panel of
   Load VToonify Model, and the style picker of Extract Style Code listing the names of a test
-  checkpoint's ``exstyle_code.npy`` (screenshot ``tests/host/artifacts/style_picker.png``).
+  checkpoint's ``exstyle_code.npy`` (screenshot ``tests/host/artifacts/style_picker.png``); a
+  missing file that is on Google Drive only has a link to its Drive folder and the path to save it
+  to instead of a download button (screenshots ``tests/host/artifacts/status_drive_only*.png``).
 """
 from __future__ import annotations
 
@@ -45,6 +47,51 @@ BAD_NAMES = [
     "ENCODER.PT", "vtoonify_d_cartoon/vtoonify.pt", "vtoonify_d_cartoon/generator.pt", "stylegan2-ffhq-config-f.pt",
     "vtoonify_d_nosuchstyle/vtoonify_s_d.pt", "", None, 42, ["encoder.pt"], {"name": "encoder.pt"},
 ]
+
+#: the official files on Google Drive only, with their Drive folder (README of williamyang1991/VToonify,
+#: "Pre-trained Models"): the download route refuses them, the panel links to the folder instead
+DRIVE_ONLY = {
+    "vtoonify_d_caricature/vtoonify_s_d.pt": "https://drive.google.com/drive/folders/12TzTQqwBedsYX3kE_420mdTbWl9lwv4Y",
+    "vtoonify_d_cartoon/vtoonify_s_d_c.pt": "https://drive.google.com/drive/folders/1DuZfXt6b_xhTAQSN0D8m7N1np0Web0Ky",
+    "vtoonify_d_illustration/vtoonify_s_d.pt":
+        "https://drive.google.com/drive/folders/1LQGNMDEHM70nOhm3-xY228YpJNlPnf_s",
+    "vtoonify_t_arcane/vtoonify.pt": "https://drive.google.com/drive/folders/1OXU95BOCCT0f6pGbwQ4yQ1EHb2LPd2yb",
+    "vtoonify_t_caricature/vtoonify.pt": "https://drive.google.com/drive/folders/1ReRxttV-macgV3epC61qg4TQ3FGAhGqG",
+    "vtoonify_t_cartoon/vtoonify.pt": "https://drive.google.com/drive/folders/1FFtTVgiDKZ_InnwUJLDuA1wfghZp41nX",
+    "vtoonify_t_comic/vtoonify.pt": "https://drive.google.com/drive/folders/1KvawsOXzKgwDM3Z27sagO_KGE_Kc5GZS",
+    "vtoonify_t_pixar/vtoonify.pt": "https://drive.google.com/drive/folders/19N4ddcTXhXbTEayTbrFc533EktbhOXMz",
+}
+#: files no other host test places in the shared server's models/vtoonify (so missing in the browser test)
+DRIVE_ONLY_MISSING = "vtoonify_t_pixar/vtoonify.pt"
+DRIVE_ONLY_MISSING_2 = "vtoonify_d_caricature/vtoonify_s_d.pt"
+HUB_MISSING = "vtoonify_d_pixar/vtoonify_s052_d0.5.pt"
+
+
+def check_hosting(files: list[dict]) -> None:
+    """Every file of a /vtoonify/models listing says where it is: Hugging Face (downloadable) or Google
+    Drive only, with its Drive folder and the path under models/vtoonify to save it to."""
+    assert len(files) == 32
+    for f in files:
+        name = f["name"]
+        assert f["path"] == f"models/vtoonify/{name}", f
+        assert f["drive_url"].startswith("https://drive.google.com/drive/folders/"), f
+        if name in DRIVE_ONLY:
+            assert f["downloadable"] is False and f["host"] == "google drive" and f["drive_url"] == DRIVE_ONLY[name], f
+        else:
+            assert f["downloadable"] is True and f["host"] == "huggingface", f
+    by_name = {f["name"]: f for f in files}
+    assert set(DRIVE_ONLY) <= set(by_name)
+    # a Hugging Face file of a style folder: that style's Drive folder too (the release has it there as well)
+    assert by_name["vtoonify_d_arcane/vtoonify_s_d.pt"]["drive_url"] == \
+        "https://drive.google.com/drive/folders/1MpEqS26Q1ngTPeex_4MN9qOJxfXKH-k-"
+    assert by_name["vtoonify_d_cartoon/exstyle_code.npy"]["drive_url"] == DRIVE_ONLY["vtoonify_d_cartoon/vtoonify_s_d_c.pt"]
+
+
+def check_drive_only_refusal(status: int, body: dict, name: str) -> None:
+    assert status == 409, (name, status, body)
+    assert "Google Drive only" in body["error"] and DRIVE_ONLY[name] in body["error"], body
+    assert f"models/vtoonify/{name}" in body["error"], body
+    assert body["drive_url"] == DRIVE_ONLY[name] and body["path"] == f"models/vtoonify/{name}"
 
 
 def write_exstyles(path: Path, names: list[str]) -> Path:
@@ -175,6 +222,22 @@ def test_download_with_a_fake_hub(routes_env, monkeypatch):
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
+def test_status_says_where_each_file_is_and_drive_only_is_refused(routes_env, monkeypatch):
+    routes, folder = routes_env
+    files = routes.model_status()[1]["files"]
+    check_hosting(files)
+    assert {f["name"] for f in files if f["downloadable"]} == set(routes.official.DOWNLOADABLE)
+    for name, url in routes.official.DRIVE_FOLDERS.items():  # the module's table is the README's
+        assert all(u == url for n, u in DRIVE_ONLY.items() if n.startswith(name + "/"))
+    hub = FakeHub()
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    before, states = snapshot(folder.parent), routes.DOWNLOADS.states()
+    for name in DRIVE_ONLY:
+        check_drive_only_refusal(*routes.request_download(name), name)
+    time.sleep(0.2)
+    assert hub.calls == [] and snapshot(folder.parent) == before and routes.DOWNLOADS.states() == states
+
+
 def test_style_names_handler(routes_env):
     routes, folder = routes_env
     write_exstyles(folder / TEST_FOLDER / "exstyle_code.npy", TEST_STYLES)
@@ -245,6 +308,10 @@ def test_server_refuses_bad_names_and_writes_nothing(web_server):
                  "/vtoonify/..%2Fdownload"):
         assert 400 <= post(web_server, path, {"name": "encoder.pt"})[0] < 500, path
     assert web_server.request("GET", "/vtoonify/download")[0] in (404, 405)  # POST only
+    # official, but on Google Drive only: refused with the Drive folder, nothing started
+    for name in DRIVE_ONLY:
+        if not (root / "vtoonify" / name).exists():
+            check_drive_only_refusal(*post(web_server, "/vtoonify/download", {"name": name}), name)
     for query in ("checkpoint=..%2F..%2Fetc%2Fpasswd", "checkpoint=%2Fetc%2Fpasswd",
                   "checkpoint=" + urllib.parse.quote(f"{TEST_FOLDER}\\vtoonify_s_d.pt"),
                   f"checkpoint={TEST_CHECKPOINT}&exstyle=..%2F..%2Fx.npy", "checkpoint="):
@@ -252,7 +319,7 @@ def test_server_refuses_bad_names_and_writes_nothing(web_server):
     time.sleep(1.0)  # a download thread, had one started, would have created its scratch folder by now
     assert snapshot(root) == before
     downloads = web_server.get_json("/vtoonify/downloads")["downloads"]
-    assert not set(downloads) & {n for n in BAD_NAMES if isinstance(n, str)}
+    assert not set(downloads) & ({n for n in BAD_NAMES if isinstance(n, str)} | set(DRIVE_ONLY))
 
 
 def test_server_status_listing_and_styles(web_server):
@@ -264,6 +331,7 @@ def test_server_status_listing_and_styles(web_server):
         assert f["present"] == (root / f["name"]).is_file(), f
         assert f["role"]
     assert info["folder"] == "models/vtoonify" and info["required"] == ["encoder.pt", "faceparsing.pth"]
+    check_hosting(info["files"])
     assert web_server.get_json("/api/vtoonify/models")["files"] == info["files"]
     styles = web_server.get_json("/vtoonify/styles?" + urllib.parse.urlencode({"checkpoint": TEST_CHECKPOINT}))
     assert styles["names"] == TEST_STYLES and styles["available"] is True
@@ -333,6 +401,80 @@ def test_extension_status_panel_and_style_picker(web_server, browser_page):
     assert nodes[str(made["extract"])]["widgets_values"] == [3, False]
     assert browser_page.unexpected_console_errors() == [], "\n".join(browser_page.console_errors)
     assert browser_page.external_requests == []
+
+
+def test_status_panel_links_drive_only_files(web_server, browser_page):
+    """A missing Drive-only file: a link to its Drive folder (new tab, noopener) and the path to save it
+    to, no download button; a missing Hugging Face file keeps its button."""
+    page = browser_page.page
+    root = web_server.base / "models" / "vtoonify"
+    for name in (DRIVE_ONLY_MISSING, DRIVE_ONLY_MISSING_2, HUB_MISSING):
+        assert not (root / name).exists(), f"{name} should be missing for this test"
+    page.evaluate("""(ckpt) => {
+        const load = LiteGraph.createNode('VToonifyLoadModel');
+        load.pos = [120, 80];
+        app.graph.add(load);
+        const w = load.widgets.find(w => w.name === 'checkpoint');
+        w.value = ckpt;
+        w.callback?.(ckpt);
+        app.canvas.ds.offset = [0, 0];
+        app.canvas.ds.scale = 1;
+        app.graph.setDirtyCanvas(true, true);
+    }""", DRIVE_ONLY_MISSING)
+    row = page.locator(f'.vtoonify_status .vtoonify-file[data-name="{DRIVE_ONLY_MISSING}"]')
+    row.wait_for(state="visible", timeout=20000)
+    assert row.count() == 1 and "missing" in row.get_attribute("class")
+    assert row.locator("button").count() == 0
+    link = row.locator("a.vtoonify-drive-link")
+    assert link.count() == 1 and link.is_visible()
+    assert link.get_attribute("href") == DRIVE_ONLY[DRIVE_ONLY_MISSING]
+    assert link.get_attribute("target") == "_blank"
+    assert "noopener" in link.get_attribute("rel").split()
+    assert row.locator(".vtoonify-target-path").inner_text() == f"models/vtoonify/{DRIVE_ONLY_MISSING}"
+    assert "Google Drive only" in row.inner_text()
+    # the node grows to show the whole panel (the list of other files closed): nothing scrolled away
+    page.wait_for_function("() => { const p = document.querySelector('.vtoonify_status');"
+                           " return p && p.scrollHeight <= p.clientHeight + 1; }", timeout=10000)
+    node_height = "() => app.graph._nodes.find(n => n.type === 'VToonifyLoadModel').size[1]"
+    height = page.evaluate(node_height)
+    for _ in range(2):  # re-rendering the same content does not grow the node any further
+        page.evaluate("() => app.graph._nodes.find(n => n.type === 'VToonifyLoadModel').vtoonifyRefresh()")
+        page.wait_for_timeout(300)
+    assert page.evaluate(node_height) == height
+    browser_page.screenshot("status_drive_only")
+    # the other missing files: Drive-only ones linked, Hugging Face ones with their button
+    page.locator(".vtoonify_status details > summary").click()
+    page.evaluate("() => app.graph._nodes.find(n => n.type === 'VToonifyLoadModel').vtoonifyRefresh()")
+    page.wait_for_timeout(500)
+    assert page.locator(".vtoonify_status details").get_attribute("open") is not None  # stays open on re-render
+    other = page.locator(f'.vtoonify_status details .vtoonify-file[data-name="{DRIVE_ONLY_MISSING_2}"]')
+    assert other.locator("button").count() == 0
+    assert other.locator("a.vtoonify-drive-link").get_attribute("href") == DRIVE_ONLY[DRIVE_ONLY_MISSING_2]
+    hub_row = page.locator(f'.vtoonify_status details .vtoonify-file[data-name="{HUB_MISSING}"]')
+    assert hub_row.locator("button.vtoonify-download").count() == 1
+    assert hub_row.locator("a").count() == 0 and "Google Drive" not in hub_row.inner_text()
+    # every missing row: a button exactly when the file is on Hugging Face
+    rows = page.evaluate("""() => [...document.querySelectorAll('.vtoonify_status .vtoonify-file.missing')].map(r => ({
+        name: r.dataset.name, buttons: r.querySelectorAll('button.vtoonify-download').length,
+        href: r.querySelector('a.vtoonify-drive-link')?.getAttribute('href') ?? null}))""")
+    assert len(rows) >= 25
+    for r in rows:
+        if r["name"] in DRIVE_ONLY:
+            assert r == {"name": r["name"], "buttons": 0, "href": DRIVE_ONLY[r["name"]]}, r
+        else:
+            assert r["buttons"] == 1 and r["href"] is None, r
+    other.scroll_into_view_if_needed()
+    browser_page.screenshot("status_drive_only_list")
+    # the link is clickable over the canvas and opens a new tab (this test refuses requests off this machine)
+    with page.context.expect_page(timeout=10000) as tab:
+        link.click()
+    tab.value.close()
+    deadline = time.monotonic() + 10
+    while DRIVE_ONLY[DRIVE_ONLY_MISSING] not in browser_page.external_requests and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert browser_page.external_requests == [DRIVE_ONLY[DRIVE_ONLY_MISSING]]
+    assert page.url.startswith(web_server.url)  # the UI stays where it was
+    assert browser_page.unexpected_console_errors() == [], "\n".join(browser_page.console_errors)
 
 
 # ---------------------------------------------------------------------------------------------- a prompt

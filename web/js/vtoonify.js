@@ -36,28 +36,51 @@ function el(tag, attrs = {}, ...children) {
 const PANEL_STYLE =
   "font: 11px/1.4 sans-serif; color: var(--input-text, #ddd); background: var(--comfy-input-bg, #222);" +
   "border-radius: 6px; padding: 4px 6px; overflow: auto; box-sizing: border-box;";
+const LINK_STYLE = "color: var(--p-primary-color, #8ab4f8); text-decoration: underline; cursor: pointer;";
+const PATH_STYLE =
+  "font: 10px monospace; padding: 0 3px; border-radius: 3px; background: rgba(255,255,255,.08); user-select: all;";
 const BUTTON_STYLE =
   "font: 11px sans-serif; margin: 1px 4px 1px 0; padding: 1px 6px; cursor: pointer; border-radius: 4px;" +
   "border: 1px solid var(--border-color, #555); background: var(--comfy-menu-bg, #333); color: inherit;";
 
+const MAX_PANEL_HEIGHT = 260;
+
 /** A panel (DOM widget) below the node's widgets; not saved in workflows or prompts. The node
- * grows to show it (never shrinks below the size a user gave it). */
+ * grows to show it (never shrinks below the size a user gave it). `panel.vtoonifyFit()` lets the
+ * panel grow to its content after a change (up to MAX_PANEL_HEIGHT; an open <details> list counts
+ * with its summary line only, the rest scrolls). */
 function addPanel(node, name, minHeight, minWidth) {
   const panel = el("div", { class: `vtoonify-panel ${name}`, style: PANEL_STYLE });
+  let wanted = minHeight;
   const widget = node.addDOMWidget(name, "vtoonify-panel", panel, {
     serialize: false,
     hideOnZoom: false,
     getValue: () => "",
     setValue: () => {},
-    getMinHeight: () => minHeight,
-    getMaxHeight: () => Math.max(minHeight, 260),
+    getMinHeight: () => wanted,
+    getMaxHeight: () => Math.max(wanted, MAX_PANEL_HEIGHT),
   });
   widget.serialize = false;
-  requestAnimationFrame(() => {
+  const grow = () => {
     const size = node.computeSize?.() ?? node.size;
     node.setSize?.([Math.max(node.size[0], size[0], minWidth), Math.max(node.size[1], size[1])]);
     node.setDirtyCanvas?.(true, true);
+  };
+  panel.vtoonifyFit = () => requestAnimationFrame(() => {
+    // the height of the content itself (not of the box, which may be taller): its lines and padding
+    let content = 8;
+    for (const child of panel.children) {
+      content += child.tagName === "DETAILS" ? (child.querySelector("summary")?.offsetHeight ?? 0) : child.offsetHeight;
+    }
+    // the frontend gives the element the widget's height less a margin above and below
+    const margin = 2 * (Number(widget.margin) || 0);
+    const need = Math.min(MAX_PANEL_HEIGHT, Math.max(minHeight, Math.ceil(content) + margin + 1));
+    if (need > wanted) {
+      wanted = need;
+      grow();
+    }
   });
+  requestAnimationFrame(grow);
   return panel;
 }
 
@@ -150,8 +173,10 @@ function setupLoadNode(node) {
   const panel = addPanel(node, "vtoonify_status", 100, 380);
   let files = [];
   let error = null;
+  let listOpen = false;
 
   const render = () => {
+    const scrolled = panel.scrollTop;
     panel.replaceChildren();
     if (error) {
       panel.append(el("div", {}, `model status unavailable: ${error}`));
@@ -172,7 +197,18 @@ function setupLoadNode(node) {
       const done = f?.present || state?.status === "done";
       const line = el("div", { class: `vtoonify-file ${done ? "present" : "missing"}`, "data-name": name },
         `${done ? "✓" : "✗"} ${name}${role ? ` (${role})` : ""} `);
-      if (!done) {
+      if (!done && f?.downloadable === false) {
+        // on Google Drive only: the download route refuses it, so no button; where to get it by hand
+        line.append(el("div", { class: "vtoonify-drive-only", style: "margin: 0 0 2px 12px; opacity: .9" },
+          "Google Drive only: ",
+          el("a", {
+            class: "vtoonify-drive-link", target: "_blank", rel: "noopener noreferrer",
+            href: /^https:\/\//.test(f.drive_url ?? "") ? f.drive_url : "https://drive.google.com/",
+            title: f.drive_url, style: LINK_STYLE, onclick: (e) => e.stopPropagation(),
+          }, "open its Drive folder"),
+          ", save as ",
+          el("code", { class: "vtoonify-target-path", style: PATH_STYLE }, f.path ?? `models/vtoonify/${name}`)));
+      } else if (!done) {
         const busy = state && (state.status === "queued" || state.status === "downloading");
         if (busy) line.append(el("span", { class: "vtoonify-progress" }, downloadLabel(state)));
         else {
@@ -202,9 +238,13 @@ function setupLoadNode(node) {
     if (missing.length) {
       const details = el("details", {}, el("summary", { style: "cursor: pointer" },
         `other missing official files (${missing.length})`));
+      details.open = listOpen; // a re-render (download progress, a new choice) keeps the list as it was
+      details.addEventListener("toggle", () => (listOpen = details.open));
       for (const f of missing) details.append(row(f.name, f.role));
       panel.append(details);
     }
+    panel.scrollTop = scrolled;
+    panel.vtoonifyFit();
   };
 
   const refresh = async () => {
