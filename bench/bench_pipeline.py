@@ -13,8 +13,7 @@ style extraction (pSp on a 256 crop + mapping), generator (VToonify), end to end
 generator on device-resident frames) and the pipeline (``vtoonify_core.pipeline.stylize`` from
 host frames: chunking, host<->device copies, clamping, gathering).
 
-Generator rows are measured in rounds in one process (each switch set once untimed, then
-timed, per round), for the plain path (per-sample
+Generator rows are measured, one block after another in one process, for the plain path (per-sample
 modulation, contiguous, eager: the official computation) and for the fast-path switches added
 one at a time (``bake``: style baked into the weights once per clip; ``+channels_last``;
 ``+fold``: FIR blur folded into the up-sampling kernels; ``+compile``: torch.compile, with
@@ -73,24 +72,6 @@ def timeit(fn, device, repeat: int, warmup: int = 1) -> float:
         times.append(time.perf_counter() - t)
     times.sort()
     return times[len(times) // 2]
-
-
-def timeit_rounds(fns: dict, device, repeat: int) -> tuple[dict, dict]:
-    """Median wall seconds and peak memory (MB) of each ``fns[k]()`` over ``repeat`` rounds; in a
-    round each function runs once untimed (settling any state the previous one changed), then timed."""
-    times: dict = {k: [] for k in fns}
-    peaks: dict = {k: 0.0 for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            fn()
-            sync(device)
-            reset_peak(device)
-            t = time.perf_counter()
-            fn()
-            sync(device)
-            times[k].append(time.perf_counter() - t)
-            peaks[k] = max(peaks[k], peak_memory_mb(device))
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}, peaks
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -255,11 +236,14 @@ def main(argv=None) -> int:
                             model.set_fast_path(False, **switches)
                             return model(x, style, 0.5)
 
-                        # rounds over the switch sets (so machine load hits all alike); in each round
-                        # every set runs once untimed first: switching channels_last re-lays the
-                        # weights out, which must not land inside a timed call
-                        times, peaks = timeit_rounds({name: (lambda c=c: run(c)) for name, c in configs.items()},
-                                                     device, repeat)
+                        # one block per switch set (switching channels_last re-lays the weights out,
+                        # which must not land inside the timed calls), warm-up included in none
+                        times, peaks = {}, {}
+                        for name, c in configs.items():
+                            run(c)
+                            reset_peak(device)
+                            times[name] = timeit(lambda c=c: run(c), device, repeat)
+                            peaks[name] = peak_memory_mb(device)
                         for name in configs:
                             record(stage=f"generator {name}", kind=kind, dtype=dname, size=size, batch=b,
                                    seconds=times[name], peak_mb=peaks[name], plain_seconds=times["plain"],
