@@ -236,8 +236,9 @@ def main(argv=None) -> int:
                             model.set_fast_path(False, **switches)
                             return model(x, style, 0.5)
 
-                        # one block per switch set (switching channels_last re-lays the weights out,
-                        # which must not land inside the timed calls), warm-up included in none
+                        # one block per switch set, as a clip runs (switching channels_last re-lays the
+                        # weights out, which must not land inside the timed calls; alternating sets call
+                        # by call also re-allocates buffers of other shapes and measured 20-40% slower)
                         times, peaks = {}, {}
                         for name, c in configs.items():
                             run(c)
