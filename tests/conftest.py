@@ -61,3 +61,19 @@ def exstyle_path(official_dir) -> Path:
     if not path.exists():
         standin.write_official_exstyles(path, n=4, base_seed=0)
     return path
+
+
+@pytest.fixture(scope="module")
+def model_t(vtoonify_t_path):
+    """VToonify-T on the CPU in fp32, one per test module (tests may flip its switches)."""
+    from vtoonify_core import load_vtoonify
+
+    return load_vtoonify(vtoonify_t_path)
+
+
+@pytest.fixture(scope="module")
+def model_d(vtoonify_d_path):
+    """VToonify-D on the CPU in fp32, one per test module (tests may flip its switches)."""
+    from vtoonify_core import load_vtoonify
+
+    return load_vtoonify(vtoonify_d_path)

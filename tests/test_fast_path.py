@@ -25,16 +25,6 @@ def maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-@pytest.fixture(scope="module")
-def model_d(vtoonify_d_path):
-    return load_vtoonify(vtoonify_d_path)
-
-
-@pytest.fixture(scope="module")
-def model_t(vtoonify_t_path):
-    return load_vtoonify(vtoonify_t_path)
-
-
 def run(model, x, s, **switches):
     model.set_fast_path(False, **switches)
     try:

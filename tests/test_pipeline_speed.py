@@ -378,20 +378,6 @@ def test_overlapped_runner_interrupt_and_errors_after_finished_chunks(overlap):
         list(P.run_chunks_overlapped(lambda i, j: (), lambda _, i, j: torch.zeros(1), 3, 0, device="cpu"))
 
 
-def test_run_chunks_is_the_plain_schedule():
-    sizes = []
-
-    def fn(i, j):
-        sizes.append(j - i)
-        if j - i > 3:
-            raise RuntimeError("CUDA out of memory (simulated)")
-        return torch.arange(i, j)
-
-    got = list(P.run_chunks(fn, 10, 8, device=torch.device("cpu")))
-    assert sizes == [8, 4, 2, 2, 2, 2, 2]
-    assert torch.equal(torch.cat([y for _, y in got]), torch.arange(10))
-
-
 def test_cpu_copies_never_pin(monkeypatch):
     """On CPU the copier makes plain copies: no pinned memory (a CPU-only PyTorch has none)."""
     def no_pin(self, *a, **k):

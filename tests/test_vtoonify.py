@@ -21,16 +21,6 @@ def maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-@pytest.fixture(scope="module")
-def model_t(vtoonify_t_path):
-    return load_vtoonify(vtoonify_t_path)
-
-
-@pytest.fixture(scope="module")
-def model_d(vtoonify_d_path):
-    return load_vtoonify(vtoonify_d_path)
-
-
 def test_backbone_is_detected_from_keys(model_t, model_d):
     assert model_t.backbone == "toonify" and model_t.kind == "vtoonify_t"
     assert model_d.backbone == "dualstylegan" and model_d.kind == "vtoonify_d"
