@@ -7,8 +7,9 @@ import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from . import _comfy, cache, official
-from .official import D_STYLES, ENCODER_FILE, EXSTYLE_FILE, HF_FOLDER, HF_REPO, PARSER_FILE, T_STYLES
+from . import _comfy, cache
+from ..vtoonify_core import official
+from ..vtoonify_core.official import D_STYLES, ENCODER_FILE, EXSTYLE_FILE, HF_FOLDER, HF_REPO, PARSER_FILE, T_STYLES
 
 logger = logging.getLogger("vtoonify")
 
@@ -17,7 +18,7 @@ FOLDER = "vtoonify"
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".safetensors")
 EXSTYLE_EXTENSIONS = (".npy", ".safetensors")
 DEFAULT_CHECKPOINT = "vtoonify_d_cartoon/vtoonify_s_d.pt"
-#: every checkpoint of the official release (see :mod:`.official`: where each is hosted, what it supports)
+#: every checkpoint of the official release (see :mod:`vtoonify_core.official`: where each is hosted, what it supports)
 OFFICIAL_CHECKPOINTS = official.CHECKPOINTS
 OFFICIAL_EXSTYLES = official.EXSTYLES
 AUTO, NONE = "auto", "none"
@@ -64,7 +65,7 @@ def _listed(extensions) -> list[str]:
 
 
 def checkpoint_choices() -> list[str]:
-    """Files in ``models/vtoonify`` plus every official checkpoint name (see :mod:`.official`)."""
+    """Files in ``models/vtoonify`` plus every official checkpoint name (see :mod:`vtoonify_core.official`)."""
     names = set(_listed(CHECKPOINT_EXTENSIONS)) | {_native(n) for n in OFFICIAL_CHECKPOINTS}
     return sorted(names)
 

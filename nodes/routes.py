@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import _comfy, loader, official
+from . import _comfy, loader
+from ..vtoonify_core import official
 
 logger = logging.getLogger("vtoonify")
 

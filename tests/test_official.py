@@ -1,4 +1,4 @@
-"""The official checkpoint list of Load VToonify Model (``nodes/official.py``) and how the loader uses it.
+"""The official checkpoint list of Load VToonify Model (``vtoonify_core/official.py``) and how the loader uses it.
 
 The expected names are written out here as released (Hugging Face ``PKUWilliamYang/VToonify``,
 ``models/``; the official README's Google Drive folders and ``checkpoint/README.md``), not
@@ -53,7 +53,7 @@ def pack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def official(pack):
-    return import_module(pack[0].__name__ + ".nodes.official")
+    return import_module(pack[0].__name__ + ".vtoonify_core.official")
 
 
 @pytest.fixture(scope="module")

@@ -18,19 +18,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .official import D_STYLES, DRIVE_ALL_URL, ENCODER_FILE, EXSTYLE_FILE, HF_TREE_URL, PARSER_FILE, T_STYLES
+
 #: Environment variable naming the model folder.
 MODELS_ENV = "VTOONIFY_MODELS"
 #: Default model folder (relative to the working directory).
 DEFAULT_MODELS_DIR = Path("models") / "vtoonify"
 DEFAULT_CHECKPOINT = "vtoonify_d_cartoon/vtoonify_s_d.pt"
-ENCODER_FILE = "encoder.pt"
-PARSER_FILE = "faceparsing.pth"
-EXSTYLE_FILE = "exstyle_code.npy"
-D_STYLES = ("arcane", "caricature", "cartoon", "comic", "illustration", "pixar")
-T_STYLES = ("arcane", "caricature", "cartoon", "comic", "pixar")
-HF_URL = "https://huggingface.co/PKUWilliamYang/VToonify/tree/main/models"
-#: the official README's Google Drive folder of all models (VToonify-T is only there)
-DRIVE_URL = "https://drive.google.com/drive/folders/1Nmbz9zBM78I1nRVokhHLuBKHleDmjDxv"
 #: Exit status of user errors.
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -57,7 +51,7 @@ def layout_help(folder: Path) -> str:
         f"  vtoonify_t_<style>/vtoonify.pt        VToonify-T ({', '.join(T_STYLES)})\n"
         f"  {ENCODER_FILE}                            pSp style encoder\n"
         f"  {PARSER_FILE}                       BiSeNet face parser\n"
-        f"Download them from {HF_URL} (encoder, parser, VToonify-D) or {DRIVE_URL} (also VToonify-T, which is "
+        f"Download them from {HF_TREE_URL} (encoder, parser, VToonify-D) or {DRIVE_ALL_URL} (also VToonify-T, which is "
         f"not on Hugging Face)")
 
 

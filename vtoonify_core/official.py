@@ -1,7 +1,7 @@
 """The official VToonify release: every checkpoint file, where it is hosted and what it supports.
 
-Pure data and name parsing (no ComfyUI, no torch), used by :mod:`.loader` for its choices, its
-downloads and its messages. Names are paths relative to ``models/vtoonify`` with ``/``.
+Pure data and name parsing (no ComfyUI, no torch), used by the command line (:mod:`.__main__`) and
+the pack's loader node for its choices, its downloads and its messages. Names are paths relative to ``models/vtoonify`` with ``/``.
 
 Sources of the facts
 --------------------
