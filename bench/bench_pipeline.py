@@ -39,11 +39,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vtoonify_core import parse_frames, standin  # noqa: E402
-from vtoonify_core.bisenet import FaceParser  # noqa: E402
-from vtoonify_core.pipeline import StyleCode, VToonifyModel, cpu_has_fast_bf16, stylize  # noqa: E402
-from vtoonify_core.psp import StyleEncoder  # noqa: E402
-from vtoonify_core.vtoonify import build_vtoonify  # noqa: E402
+from vtoonify_core import parse_frames
+from vtoonify_core.models.bisenet import FaceParser  # noqa: E402
+from vtoonify_core.models.bundle import VToonifyModel  # noqa: E402
+from vtoonify_core.models.psp import StyleEncoder  # noqa: E402
+from vtoonify_core.models.vtoonify import build_vtoonify  # noqa: E402
+from vtoonify_core.pipeline.stylize import stylize
+from vtoonify_core.runtime.device import cpu_has_fast_bf16
+from vtoonify_core.testing import standin  # noqa: E402
+from vtoonify_core.types import StyleCode
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -199,7 +203,7 @@ def main(argv=None) -> int:
                     record(stage="face parse", dtype=dname, size=f"{h}x{w}", batch=b, seconds=s, peak_mb=peak_memory_mb(device))
         # parsing smoothing (Eq. 6-7), on a short clip
         try:
-            from vtoonify_core.temporal import smooth_parsing
+            from vtoonify_core.temporal.smoothing import smooth_parsing
         except ImportError:
             smooth_parsing = None
         if smooth_parsing is not None and "smooth" in stages:

@@ -36,8 +36,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vtoonify_core import flow as vflow  # noqa: E402
-from vtoonify_core.temporal import deflicker, smooth_parsing, warping_error  # noqa: E402
+from vtoonify_core.temporal import flow as vflow  # noqa: E402
+from vtoonify_core.temporal.deflicker import deflicker, warping_error  # noqa: E402
+from vtoonify_core.temporal.smoothing import smooth_parsing
 
 
 def _load_test_module():
@@ -145,8 +146,8 @@ def stylize_section(fr: torch.Tensor, par: torch.Tensor, k: int, exact_err) -> d
     """Warping error of the Stylize Frames output (VToonify-T, stand-in weights of the official
     layout, one style for the clip) with raw parsing maps, with smoothed maps (Eq. 6-7), and with
     smoothing plus deflicker."""
-    from vtoonify_core import standin
-    from vtoonify_core.vtoonify import build_vtoonify
+    from vtoonify_core.models.vtoonify import build_vtoonify
+    from vtoonify_core.testing import standin
 
     model = build_vtoonify("vtoonify_t")
     model.load_state_dict(standin.build_state_dict("vtoonify_t"), assign=True)

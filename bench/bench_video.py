@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 def make_models(folder: Path) -> dict:
     """Stand-in VToonify-D checkpoint, exemplar codes and parser in the official layout."""
-    from vtoonify_core import standin
+    from vtoonify_core.testing import standin
 
     ckpt = folder / "vtoonify_d_cartoon" / "vtoonify_s_d.pt"
     if not ckpt.exists():
@@ -53,19 +53,16 @@ def make_models(folder: Path) -> dict:
 
 def make_clip(path: Path, frames: int, size: int) -> Path:
     """A clip of the astronaut through a smoothly moving window, written frame by frame."""
-    import cv2
-    import numpy as np
     from skimage import data
 
-    from vtoonify_core.video import write_video
+    from vtoonify_core.testing.clips import moving_window_frame
+    from vtoonify_core.video.files import write_video
 
     img = data.astronaut()
 
-    def gen():
+    def gen():  # frame by frame: a long clip is never held whole
         for i in range(frames):
-            t = i / max(1, frames - 1)
-            x0, y0 = int(30 + 60 * t), int(20 + 30 * np.sin(np.pi * t))
-            yield cv2.resize(img[y0:y0 + 400, x0:x0 + 400], (size, size), interpolation=cv2.INTER_AREA)
+            yield moving_window_frame(img, i, frames, size)
 
     return write_video(path, gen(), Fraction(30000, 1001), tone_hz=440)
 
@@ -106,7 +103,9 @@ def child(mode: str, clip: str, out: str, models: dict, chunk: int, batch: int) 
     import torch
 
     from vtoonify_core import video
-    from vtoonify_core.pipeline import extract_style, load_model, stylize_clip
+    from vtoonify_core.models.bundle import load_model
+    from vtoonify_core.pipeline.clip import stylize_clip
+    from vtoonify_core.styles.codes import extract_style
 
     model = load_model(models["checkpoint"], None, models["parser"])
     style = extract_style(model, None, 1, True)

@@ -61,7 +61,7 @@ def node_errors(display_name: str) -> Iterator[None]:
 
 def image_to_frames(image: torch.Tensor, input_name: str = "images") -> torch.Tensor:
     """ComfyUI IMAGE ``[B, H, W, C]`` -> core frames ``[B, 3, H, W]`` (a view where possible, range [0, 1])."""
-    from ..vtoonify_core.pipeline import InputError
+    from ..vtoonify_core.errors import InputError
 
     if not isinstance(image, torch.Tensor):
         raise InputError(input_name, f"expected an IMAGE tensor, got {type(image).__name__}.")
@@ -171,7 +171,7 @@ def on_oom(new_size: int) -> None:
 
 def resolve_device(choice: str) -> torch.device:
     """``auto`` (ComfyUI's device), ``cuda``, ``mps`` or ``cpu``; refuses an unavailable one."""
-    from ..vtoonify_core.pipeline import InputError
+    from ..vtoonify_core.errors import InputError
 
     if choice == "auto":
         return torch.device(model_management().get_torch_device())
@@ -194,7 +194,7 @@ def resolve_device(choice: str) -> torch.device:
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     """``auto``: on CUDA what ComfyUI considers fast (bf16, else fp16, else fp32); elsewhere the
     core's choice (bf16 on AMX CPUs, else fp32); or the named precision."""
-    from ..vtoonify_core.pipeline import resolve_dtype as core_resolve
+    from ..vtoonify_core.runtime.device import resolve_dtype as core_resolve
 
     if choice == "auto" and device.type == "cuda":
         mm = model_management()

@@ -120,7 +120,7 @@ def load_network(part: str, path: Path, device: torch.device, dtype: torch.dtype
 
 
 def load_exstyles(path: Path):
-    from ..vtoonify_core.exstyle import load_exstyles as read
+    from ..vtoonify_core.models.exstyle import load_exstyles as read
 
     return EXSTYLES.get(("exstyle", *file_key(path)), lambda: Entry(read(path))).value
 

@@ -41,8 +41,9 @@ class Deflicker:
         }
 
     def deflicker(self, images, strength=0.5, flow="dis", flow_scale=0.5, guide_images=None):
-        from ..vtoonify_core.pipeline import InputError, validate_frames
-        from ..vtoonify_core.temporal import deflicker
+        from ..vtoonify_core.checks import validate_frames
+        from ..vtoonify_core.errors import InputError
+        from ..vtoonify_core.temporal.deflicker import deflicker
 
         with _comfy.node_errors(DEFLICKER_NAME):
             frames = _comfy.image_to_frames(images, "images")

@@ -7,9 +7,17 @@ import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from . import _comfy, cache
 from ..vtoonify_core import official
-from ..vtoonify_core.official import D_STYLES, ENCODER_FILE, EXSTYLE_FILE, HF_FOLDER, HF_REPO, PARSER_FILE, T_STYLES
+from ..vtoonify_core.official import (
+    D_STYLES,
+    ENCODER_FILE,
+    EXSTYLE_FILE,
+    HF_FOLDER,
+    HF_REPO,
+    PARSER_FILE,
+    T_STYLES,
+)
+from . import _comfy, cache
 
 logger = logging.getLogger("vtoonify")
 
@@ -177,7 +185,7 @@ def resolve_file(name: str, input_name: str, download_missing: bool) -> Path:
 
 def resolve_exstyle(choice: str, checkpoint_name: str, checkpoint_path: Path, download_missing: bool):
     """The exemplar codes file of a VToonify-D checkpoint: the one chosen, the one beside it ('auto'), or None."""
-    from ..vtoonify_core.pipeline import find_exstyle
+    from ..vtoonify_core.models.bundle import find_exstyle
 
     if choice == NONE:
         return None
@@ -196,7 +204,7 @@ def resolve_exstyle(choice: str, checkpoint_name: str, checkpoint_path: Path, do
 
 def _load(part: str, input_name: str, path: Path, device, dtype, loader):
     """A cached network; a checkpoint error names the node input it came from."""
-    from ..vtoonify_core.weights import CheckpointError
+    from ..vtoonify_core.errors import CheckpointError
 
     try:
         return cache.load_network(part, path, device, dtype, loader)
@@ -266,7 +274,7 @@ class LoadVToonifyModel:
                 full = fp.get_full_path(FOLDER, name) if name not in (AUTO, NONE) else None
                 if name == AUTO:
                     ck = fp.get_full_path(FOLDER, checkpoint)
-                    from ..vtoonify_core.pipeline import find_exstyle
+                    from ..vtoonify_core.models.bundle import find_exstyle
 
                     full = find_exstyle(ck) if ck else None
                 stamps.append(f"{name}:{os.stat(full).st_mtime_ns if full else '-'}")
@@ -277,7 +285,7 @@ class LoadVToonifyModel:
     def load(self, checkpoint, style_encoder, face_parser, exstyle="auto", device="auto", precision="auto",
              download_missing=False):
         from ..vtoonify_core import load_face_parser, load_style_encoder, load_vtoonify
-        from ..vtoonify_core.pipeline import VToonifyModel
+        from ..vtoonify_core.models.bundle import VToonifyModel
 
         with _comfy.node_errors(DISPLAY_NAME):
             register_folder()
@@ -292,7 +300,7 @@ class LoadVToonifyModel:
             if gen.backbone == "dualstylegan":
                 ex_path = resolve_exstyle(exstyle, checkpoint, ckpt_path, download_missing)
                 if ex_path is not None:
-                    from ..vtoonify_core.weights import CheckpointError
+                    from ..vtoonify_core.errors import CheckpointError
 
                     try:
                         styles = cache.load_exstyles(ex_path)

@@ -51,7 +51,9 @@ class FaceParse:
         return {"required": required}
 
     def parse(self, face_parser, images, **toggles):
-        from ..vtoonify_core.pipeline import FaceParserModel, InputError, class_mask, color_map, parse
+        from ..vtoonify_core.errors import InputError
+        from ..vtoonify_core.models.bundle import FaceParserModel
+        from ..vtoonify_core.pipeline.parsing import class_mask, color_map, parse
 
         with _comfy.node_errors(PARSE_NAME):
             if not isinstance(face_parser, FaceParserModel):
@@ -101,7 +103,7 @@ class SmoothParsing:
         }
 
     def smooth(self, face_parsing, images, k=5, sigma_t=5.5, sigma_s=0.2, flow="dis"):
-        from ..vtoonify_core.pipeline import smooth_clip
+        from ..vtoonify_core.temporal.smoothing import smooth_clip
 
         with _comfy.node_errors(SMOOTH_NAME):
             frames = _comfy.image_to_frames(images, "images")

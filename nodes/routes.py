@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import _comfy, loader
 from ..vtoonify_core import official
+from . import _comfy, loader
 
 logger = logging.getLogger("vtoonify")
 
@@ -249,9 +249,9 @@ def style_names(checkpoint, exstyle="auto") -> tuple[int, dict]:
     yet gives ``available: false`` and no names (200, so that the UI can ask without errors); so
     does a VToonify-T checkpoint (no exemplar codes). Unreadable codes give 422.
     """
-    from ..vtoonify_core.exstyle import load_exstyles
-    from ..vtoonify_core.pipeline import find_exstyle
-    from ..vtoonify_core.weights import CheckpointError
+    from ..vtoonify_core.errors import CheckpointError
+    from ..vtoonify_core.models.bundle import find_exstyle
+    from ..vtoonify_core.models.exstyle import load_exstyles
 
     loader.register_folder()
     fp = _comfy.folder_paths()

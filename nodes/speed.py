@@ -64,7 +64,7 @@ class SpeedSettings:
         }
 
     def apply(self, vtoonify_model, bake_style=True, channels_last=True, fold_upsampling="auto", compile="off"):
-        from ..vtoonify_core.pipeline import InputError
+        from ..vtoonify_core.errors import InputError
 
         with _comfy.node_errors(SPEED_NAME):
             if not hasattr(vtoonify_model, "generator") or not hasattr(vtoonify_model.generator, "set_fast_path"):

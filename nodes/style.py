@@ -41,7 +41,9 @@ class ExtractStyleCode:
         }
 
     def extract(self, vtoonify_model, image, style_id=26, color_transfer=False):
-        from ..vtoonify_core.pipeline import InputError, style_from_image, validate_frames
+        from ..vtoonify_core.checks import validate_frames
+        from ..vtoonify_core.errors import InputError
+        from ..vtoonify_core.styles.codes import style_from_image
 
         with _comfy.node_errors(DISPLAY_NAME):
             frames = _comfy.image_to_frames(image, "image")

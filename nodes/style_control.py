@@ -18,7 +18,7 @@ DEFAULT_KEYFRAMES = "0:A@0.0, 120:B@1.0"
 
 
 def _model(vtoonify_model):
-    from ..vtoonify_core.pipeline import InputError
+    from ..vtoonify_core.errors import InputError
 
     if not hasattr(vtoonify_model, "generator"):
         raise InputError("vtoonify_model", "connect the VTOONIFY_MODEL output of Load VToonify Model.")
@@ -80,8 +80,14 @@ class ExemplarStyleFromImage:
 
     def make(self, vtoonify_model, reference, color_transfer=False, refine_steps=0, learning_rate=0.05,
              refine_resolution="256", loss="l2", face=None):
-        from ..vtoonify_core.pipeline import InputError, prepare_style_image, validate_frames
-        from ..vtoonify_core.style_control import exemplar_from_images, style_from_exemplar, synthesize_exemplar
+        from ..vtoonify_core.checks import validate_frames
+        from ..vtoonify_core.errors import InputError
+        from ..vtoonify_core.styles.codes import prepare_style_image
+        from ..vtoonify_core.styles.exemplars import (
+            exemplar_from_images,
+            style_from_exemplar,
+            synthesize_exemplar,
+        )
 
         with _comfy.node_errors(EXEMPLAR_NAME):
             model = _model(vtoonify_model)
@@ -154,8 +160,8 @@ class StyleMix:
         }
 
     def mix(self, style_a, style_b, blend=0.5, layers="all (0-17)", first_layer=0, last_layer=17):
-        from ..vtoonify_core.pipeline import InputError
-        from ..vtoonify_core.style_control import mix_styles
+        from ..vtoonify_core.errors import InputError
+        from ..vtoonify_core.styles.mixing import mix_styles
 
         with _comfy.node_errors(MIX_NAME):
             if layers not in MIX_LAYERS:
@@ -202,7 +208,7 @@ class StyleKeyframes:
         }
 
     def schedule(self, style_a, keyframes=DEFAULT_KEYFRAMES, style_b=None, style_c=None, style_d=None):
-        from ..vtoonify_core.style_control import parse_keyframes
+        from ..vtoonify_core.styles.schedules import parse_keyframes
 
         with _comfy.node_errors(KEYFRAMES_NAME):
             styles = {"A": style_a, "B": style_b, "C": style_c, "D": style_d}

@@ -61,7 +61,10 @@ class StylizeFrames:
 
     def stylize(self, vtoonify_model, images, style, style_degree=0.5, crop_mode="face (official crop)",
                 batch_size=4, face_parsing=None, face_padding=200):
-        from ..vtoonify_core.pipeline import InputError, check_style, frame_memory_bytes, stylize_clip
+        from ..vtoonify_core.errors import InputError
+        from ..vtoonify_core.pipeline.clip import stylize_clip
+        from ..vtoonify_core.runtime.memory import frame_memory_bytes
+        from ..vtoonify_core.styles.codes import check_style
 
         with _comfy.node_errors(DISPLAY_NAME):
             model = vtoonify_model

@@ -23,7 +23,7 @@ PREVIEW_EVERY_S = 2.0
 
 def resolve_video_path(name: str) -> Path:
     """An absolute path, or a file of ComfyUI's input folder (``name`` or ``name [input]``)."""
-    from ..vtoonify_core.pipeline import InputError
+    from ..vtoonify_core.errors import InputError
 
     name = (name or "").strip().strip('"')
     if not name:
@@ -50,8 +50,8 @@ def resolve_output_path(output_name: str, source: Path) -> tuple[Path, str, str]
     ``%stem%`` is replaced by the source file's name without extension; without an extension
     ``.mp4`` is added.
     """
-    from ..vtoonify_core.pipeline import InputError
-    from ..vtoonify_core.video import CONTAINERS
+    from ..vtoonify_core.errors import InputError
+    from ..vtoonify_core.video.encode import CONTAINERS
 
     root = Path(_comfy.folder_paths().get_output_directory()).resolve()
     name = (output_name or DEFAULT_OUTPUT).strip().replace("%stem%", source.stem).replace("\\", "/")
@@ -140,8 +140,10 @@ class StylizeVideoFile:
                 chunk_size=32, crf=18, preview_frames=4):
         import torch
 
-        from ..vtoonify_core.pipeline import InputError
-        from ..vtoonify_core.video import EncodeSettings, preview_indices, read_frames_at, stylize_video
+        from ..vtoonify_core.errors import InputError
+        from ..vtoonify_core.video.encode import EncodeSettings
+        from ..vtoonify_core.video.files import preview_indices, read_frames_at
+        from ..vtoonify_core.video.run import stylize_video
 
         with _comfy.node_errors(DISPLAY_NAME):
             model = vtoonify_model

@@ -204,10 +204,27 @@ def install(models_dir: Path, with_patcher: bool = True) -> StubState:
     return STATE
 
 
+def share_core(name: str = PACK_NAME) -> None:
+    """Make the pack's relative imports of ``<pack>.vtoonify_core...`` give the modules the tests import
+    as ``vtoonify_core...``, so the core is imported once and its classes are the same objects."""
+    import pkgutil
+
+    import vtoonify_core
+
+    for info in pkgutil.walk_packages(vtoonify_core.__path__, "vtoonify_core."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    for key, module in list(sys.modules.items()):
+        if key == "vtoonify_core" or key.startswith("vtoonify_core."):
+            sys.modules[f"{name}.{key}"] = module
+
+
 def load_pack(name: str = PACK_NAME) -> types.ModuleType:
-    """Import the pack root as ComfyUI does (a package named after its folder)."""
+    """Import the pack root as ComfyUI does (a package named after its folder), sharing the core
+    the tests import (:func:`share_core`)."""
     if name in sys.modules:
         return sys.modules[name]
+    share_core(name)
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "__init__.py",
                                                   submodule_search_locations=[str(REPO_ROOT)])
     module = importlib.util.module_from_spec(spec)

@@ -5,9 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vtoonify_core import standin
-from vtoonify_core.bisenet import BiSeNet, FaceParser, load_face_parser, parse_frames
-from vtoonify_core.weights import CheckpointError, read_checkpoint, save_safetensors
+from vtoonify_core.errors import CheckpointError
+from vtoonify_core.models.bisenet import (
+    BiSeNet,
+    FaceParser,
+    load_face_parser,
+    parse_frames,
+)
+from vtoonify_core.testing import standin
+from vtoonify_core.weights import read_checkpoint, save_safetensors
 
 CASES = ("a", "b")  # a: (1,3,64,64); b: (2,3,48,64)
 

@@ -23,7 +23,8 @@ skdata = pytest.importorskip("skimage.data")
 import cv2  # noqa: E402
 
 from vtoonify_core import video  # noqa: E402
-from vtoonify_core.__main__ import main  # noqa: E402
+from vtoonify_core.cli import main  # noqa: E402
+from vtoonify_core.testing.clips import moving_window  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = Fraction(30000, 1001)
@@ -37,13 +38,7 @@ def models(official_dir, vtoonify_d_path, vtoonify_t_path, psp_path, bisenet_pat
 
 
 def astronaut_frames(n: int, size: int) -> list[np.ndarray]:
-    img = skdata.astronaut()
-    out = []
-    for i in range(n):
-        t = i / max(1, n - 1)
-        x0, y0 = int(30 + 60 * t), int(20 + 30 * np.sin(np.pi * t))
-        out.append(cv2.resize(img[y0:y0 + 400, x0:x0 + 400], (size, size), interpolation=cv2.INTER_AREA))
-    return out
+    return moving_window(skdata.astronaut(), n, size)
 
 
 @pytest.fixture(scope="module")

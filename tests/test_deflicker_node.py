@@ -2,28 +2,16 @@
 warping error of vtoonify_core.temporal), clear errors on mismatched guides."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-
-try:
-    import comfy_stub
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import comfy_stub
 
 skdata = pytest.importorskip("skimage.data")
 
 
 @pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    comfy_stub.install(tmp_path_factory.mktemp("models"))
-    pack = comfy_stub.load_pack()
-    yield pack
-    comfy_stub.uninstall()
+def pack(fake_comfy_empty):
+    return fake_comfy_empty.pack
 
 
 def clip_pair(n: int = 8, size: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +36,7 @@ def test_strength_zero_is_the_identity(pack):
 
 
 def test_deflicker_lowers_the_warping_error(pack):
-    from vtoonify_core.temporal import warping_error
+    from vtoonify_core.temporal.deflicker import warping_error
 
     clean, clip = clip_pair()
     out = run(pack, clip, 1.0, guide=clean)

@@ -1,4 +1,4 @@
-"""The Ray path (vtoonify_core.distributed) on a local Ray instance gives the single-process frames.
+"""The Ray path (vtoonify_core.batch.ray_runner) on a local Ray instance gives the single-process frames.
 
 A 6-frame 32x32 clip is cut into 3 chunks; each chunk is a Ray task on one of two actors. The
 outputs are lossless (FFV1 in RGB) so decoded frames compare exactly. The actors run torch with
@@ -17,11 +17,11 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: p
 pytest.importorskip("av", reason="PyAV (pip install av) is needed for video files")
 skdata = pytest.importorskip("skimage.data")
 
-import cv2  # noqa: E402
 
 from vtoonify_core import video  # noqa: E402
-from vtoonify_core.distributed import ModelSpec, stylize_video_ray  # noqa: E402
-from vtoonify_core.pipeline import extract_style  # noqa: E402
+from vtoonify_core.batch.ray_runner import ModelSpec, stylize_video_ray  # noqa: E402
+from vtoonify_core.styles.codes import extract_style  # noqa: E402
+from vtoonify_core.testing.clips import linear_pan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSLESS = video.EncodeSettings("ffv1", pix_fmt="bgr0")
@@ -39,9 +39,7 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    img = skdata.astronaut()
-    frames = [cv2.resize(img[20 + 5 * i:420 + 5 * i, 40 + 8 * i:440 + 8 * i], (32, 32), interpolation=cv2.INTER_AREA)
-              for i in range(6)]
+    frames = linear_pan(skdata.astronaut(), 6, 32)
     return video.write_video(tmp_path_factory.mktemp("ray_clip") / "clip.mp4", frames, Fraction(24000, 1001),
                              options={"crf": "0"}, tone_hz=220)
 

@@ -17,8 +17,10 @@ import pytest
 
 skdata = pytest.importorskip("skimage.data")
 
-from vtoonify_core import align, crop, faces  # noqa: E402
-from vtoonify_core.faces import Face, FaceBackend, FaceBackendUnavailableError, NoFaceError  # noqa: E402
+from vtoonify_core import faces  # noqa: E402
+from vtoonify_core.errors import FaceBackendUnavailableError, NoFaceError  # noqa: E402
+from vtoonify_core.faces import align, crop, detect  # noqa: E402
+from vtoonify_core.faces.base import Face, FaceBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +118,7 @@ def test_import_needs_no_dlib_and_missing_dlib_hints_install():
     code = textwrap.dedent("""
         import sys
         sys.modules['dlib'] = None
-        import numpy as np, vtoonify_core, vtoonify_core.faces as F, vtoonify_core.crop, vtoonify_core.align
+        import numpy as np, vtoonify_core, vtoonify_core.faces as F, vtoonify_core.faces.crop, vtoonify_core.faces.align
         try:
             F.detect_faces(np.zeros((64, 64, 3), np.uint8))
         except ImportError as e:
@@ -129,8 +131,8 @@ def test_import_needs_no_dlib_and_missing_dlib_hints_install():
 
 
 def test_backend_registry_and_ordering(monkeypatch):
-    monkeypatch.setattr(faces, "_FACTORIES", dict(faces._FACTORIES))
-    monkeypatch.setattr(faces, "_INSTANCES", dict(faces._INSTANCES))
+    monkeypatch.setattr(detect, "_FACTORIES", dict(detect._FACTORIES))
+    monkeypatch.setattr(detect, "_INSTANCES", dict(detect._INSTANCES))
     lm1, b1 = _face_at(0, 0)
     lm2, b2 = _face_at(150, 0, 0.5)
     lm3, b3 = _face_at(-150, 0, 1.2)

@@ -22,9 +22,11 @@ import pytest
 
 skdata = pytest.importorskip("skimage.data")
 
-from vtoonify_core import align, crop, faces  # noqa: E402
-from vtoonify_core import faces_mediapipe as fmp  # noqa: E402  (does not import mediapipe)
-from vtoonify_core.faces import FaceBackend, FaceBackendUnavailableError, NoFaceError  # noqa: E402
+from vtoonify_core import faces  # noqa: E402
+from vtoonify_core.errors import FaceBackendUnavailableError, NoFaceError  # noqa: E402
+from vtoonify_core.faces import align, crop  # noqa: E402
+from vtoonify_core.faces import mediapipe_backend as fmp  # noqa: E402  (does not import mediapipe)
+from vtoonify_core.faces.base import FaceBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,7 +58,7 @@ def test_registered_lazy_and_hints_install():
     code = textwrap.dedent("""
         import sys
         import numpy as np
-        import vtoonify_core, vtoonify_core.faces as F, vtoonify_core.faces_mediapipe
+        import vtoonify_core, vtoonify_core.faces as F, vtoonify_core.faces.mediapipe_backend
         assert 'mediapipe' not in sys.modules, 'importing vtoonify_core imported mediapipe'
         assert 'mediapipe' in F.available_backends()
         sys.modules['mediapipe'] = None  # as if it were not installed, even where it is

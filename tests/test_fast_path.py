@@ -14,9 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from vtoonify_core import load_vtoonify
-from vtoonify_core.ops import make_kernel, upfirdn2d
-from vtoonify_core.stylegan import (POLYPHASE_MAX_PIXELS, ModulatedConv2d, ToRGB, fold_upsample_kernel,
-                                    polyphase_kernel)
+from vtoonify_core.models.ops import make_kernel, upfirdn2d
+from vtoonify_core.models.stylegan import (
+    POLYPHASE_MAX_PIXELS,
+    ModulatedConv2d,
+    ToRGB,
+    fold_upsample_kernel,
+    polyphase_kernel,
+)
 
 TOL = 1e-4
 
@@ -97,7 +102,7 @@ SWITCHES = {
 @pytest.mark.parametrize("kind", ["vtoonify_t", "vtoonify_d"])
 @pytest.mark.parametrize("name", list(SWITCHES))
 def test_each_switch_equals_the_plain_path(kind, name, reference_io, request):
-    m = request.getfixturevalue("model_" + kind[-1])
+    m = request.getfixturevalue("vtoonify_" + kind[-1])
     x = reference_io[f"{kind}.b.inputs"]
     s = reference_io[f"{kind}.s_w"]
     plain = run(m, x, s)
@@ -106,10 +111,10 @@ def test_each_switch_equals_the_plain_path(kind, name, reference_io, request):
     assert maxdiff(plain, reference_io[f"{kind}.b.y_raw" + (".ds0.5" if kind == "vtoonify_d" else "")]) < TOL
 
 
-def test_fold_is_auto_in_half_precision_only(model_d):
-    assert model_d.fold_upsample is None
-    assert model_d.folds_upsample(torch.bfloat16) and model_d.folds_upsample(torch.float16)
-    assert not model_d.folds_upsample(torch.float32)
+def test_fold_is_auto_in_half_precision_only(vtoonify_d):
+    assert vtoonify_d.fold_upsample is None
+    assert vtoonify_d.folds_upsample(torch.bfloat16) and vtoonify_d.folds_upsample(torch.float16)
+    assert not vtoonify_d.folds_upsample(torch.float32)
 
 
 def test_folding_in_bf16_stays_as_close_to_fp32_as_the_unfolded_bf16(vtoonify_d_path, reference_io):
@@ -127,9 +132,9 @@ def test_folding_in_bf16_stays_as_close_to_fp32_as_the_unfolded_bf16(vtoonify_d_
     assert err_folded < 1.5 * err_unfolded + 1e-3, (err_folded, err_unfolded)
 
 
-def test_unknown_switch_is_refused(model_t):
+def test_unknown_switch_is_refused(vtoonify_t):
     with pytest.raises(ValueError, match="unknown fast-path switch.*fold_upsampel"):
-        model_t.set_fast_path(True, fold_upsampel=True)
+        vtoonify_t.set_fast_path(True, fold_upsampel=True)
 
 
 # ---------------------------------------------------------------- torch.compile
@@ -150,10 +155,10 @@ def test_compiled_body_equals_the_plain_path(vtoonify_d_path, reference_io):
     assert m.__dict__.get("_compiled") is None or all(fn is not m._body for fn in m._compiled.values())
 
 
-def test_compile_failure_falls_back_to_eager_with_a_warning(model_t, reference_io, monkeypatch):
+def test_compile_failure_falls_back_to_eager_with_a_warning(vtoonify_t, reference_io, monkeypatch):
     x = reference_io["vtoonify_t.a.inputs"]
     s = reference_io["vtoonify_t.s_w"]
-    m = model_t
+    m = vtoonify_t
     expected = run(m, x, s, fast=True)
 
     def broken_compile(fn, **kwargs):
@@ -169,7 +174,7 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(model_t, reference_i
     assert m._compiled["default"] == m._body  # remembered: no second failing attempt
 
 
-def test_out_of_memory_inside_the_compiled_body_is_not_swallowed(model_t, reference_io, monkeypatch):
+def test_out_of_memory_inside_the_compiled_body_is_not_swallowed(vtoonify_t, reference_io, monkeypatch):
     """The chunk runner halves the chunk on OOM: the compile fallback must let OOM through."""
     def oom_compile(fn, **kwargs):
         def call(*args):
@@ -177,29 +182,29 @@ def test_out_of_memory_inside_the_compiled_body_is_not_swallowed(model_t, refere
         return call
 
     monkeypatch.setattr(torch, "compile", oom_compile)
-    model_t.clear_bake_cache()  # forget compiled bodies (and fallbacks) of earlier tests
+    vtoonify_t.clear_bake_cache()  # forget compiled bodies (and fallbacks) of earlier tests
     with pytest.raises(torch.OutOfMemoryError):
-        run(model_t, reference_io["vtoonify_t.a.inputs"], reference_io["vtoonify_t.s_w"], compile_mode="default")
+        run(vtoonify_t, reference_io["vtoonify_t.a.inputs"], reference_io["vtoonify_t.s_w"], compile_mode="default")
 
 
-def test_memoised_equal_conv_weight_follows_changes_and_moves(model_d, reference_io):
+def test_memoised_equal_conv_weight_follows_changes_and_moves(vtoonify_d, reference_io):
     """The ModRes convs reuse ``weight * scale`` between calls; an in-place edit or a move drops it."""
-    conv = model_d.res[3].conv[0]
+    conv = vtoonify_d.res[3].conv[0]
     x = reference_io["vtoonify_d.a.inputs"]
     s = reference_io["vtoonify_d.s_w"]
     saved = conv.weight.detach().clone()
     with torch.no_grad():
-        before = model_d(x, s, 0.5)
+        before = vtoonify_d(x, s, 0.5)
         memo = conv.__dict__["_scaled"][1]
         conv.weight.mul_(1.5)
         try:
-            after = model_d(x, s, 0.5)
+            after = vtoonify_d(x, s, 0.5)
         finally:
             conv.weight.copy_(saved)
-        restored = model_d(x, s, 0.5)
+        restored = vtoonify_d(x, s, 0.5)
     assert conv.__dict__["_scaled"][1] is not memo
     assert maxdiff(after, before) > 1e-4 and maxdiff(restored, before) < 1e-6  # stale memo: after == before
-    model_d.float()  # any _apply (ComfyUI offloading moves the model) must not keep a stale copy
+    vtoonify_d.float()  # any _apply (ComfyUI offloading moves the model) must not keep a stale copy
     assert "_scaled" not in conv.__dict__
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vtoonify_core import load_face_parser, load_style_encoder, load_vtoonify, parse_frames
+from vtoonify_core import (
+    load_face_parser,
+    load_style_encoder,
+    load_vtoonify,
+    parse_frames,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -45,13 +50,13 @@ def test_cuda_encoder_and_parser(psp_path, bisenet_path, reference_io):
 
 
 def _cuda_model(vtoonify_d_path, bisenet_path, dtype):
-    from vtoonify_core.pipeline import load_model
+    from vtoonify_core.models.bundle import load_model
 
     return load_model(vtoonify_d_path, None, bisenet_path, exstyle=None, device="cuda", dtype=dtype)
 
 
 def _style(model):
-    from vtoonify_core.pipeline import StyleCode
+    from vtoonify_core.types import StyleCode
 
     return StyleCode(torch.randn(1, 18, 512, generator=torch.Generator().manual_seed(0)) * 0.5, model.backbone)
 
@@ -68,7 +73,8 @@ def _peak(fn) -> int:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_overlapped_copies_equal_the_plain_path(vtoonify_d_path, bisenet_path, dtype):
-    from vtoonify_core.pipeline import ChunkCopier, stylize
+    from vtoonify_core.pipeline.stylize import stylize
+    from vtoonify_core.runtime.chunks import ChunkCopier
 
     model = _cuda_model(vtoonify_d_path, bisenet_path, dtype)
     style = _style(model)
@@ -98,7 +104,7 @@ def test_cuda_overlapped_oom_backoff(vtoonify_d_path, bisenet_path):
     """A simulated OOM on chunks above 2 frames: the prefetched chunk of the old size is dropped."""
     import dataclasses
 
-    from vtoonify_core.pipeline import stylize
+    from vtoonify_core.pipeline.stylize import stylize
 
     model = _cuda_model(vtoonify_d_path, bisenet_path, torch.float32)
     inner = model.generator
@@ -125,7 +131,7 @@ def test_cuda_overlapped_oom_backoff(vtoonify_d_path, bisenet_path):
 def test_cuda_peak_memory_is_flat_in_clip_length(vtoonify_d_path, bisenet_path):
     """A 4-chunk clip peaks (within a few %) where a 1-chunk clip does: frames and results travel
     chunk by chunk, nothing on the GPU grows with the number of frames."""
-    from vtoonify_core.pipeline import stylize
+    from vtoonify_core.pipeline.stylize import stylize
 
     model = _cuda_model(vtoonify_d_path, bisenet_path, torch.bfloat16)
     style = _style(model)
@@ -141,7 +147,8 @@ def test_cuda_peak_memory_is_flat_in_clip_length(vtoonify_d_path, bisenet_path):
 
 def test_cuda_estimate_bounds_the_measured_peak(vtoonify_d_path, bisenet_path):
     """What one more frame adds to the GPU peak is below :func:`frame_memory_bytes`, within 3x."""
-    from vtoonify_core.pipeline import frame_memory_bytes, stylize
+    from vtoonify_core.pipeline.stylize import stylize
+    from vtoonify_core.runtime.memory import frame_memory_bytes
 
     def per_frame(dtype: torch.dtype) -> float:
         model = _cuda_model(vtoonify_d_path, bisenet_path, dtype)
@@ -161,7 +168,8 @@ def test_cuda_estimate_bounds_the_measured_peak(vtoonify_d_path, bisenet_path):
 
 def test_cuda_auto_batch_keeps_the_peak_under_8_gib(vtoonify_d_path, bisenet_path):
     """The issue's target: < 8 GB of GPU memory at 1024x1024 output, whatever the number of frames."""
-    from vtoonify_core.pipeline import auto_batch_size, stylize
+    from vtoonify_core.pipeline.stylize import stylize
+    from vtoonify_core.runtime.memory import auto_batch_size
 
     model = _cuda_model(vtoonify_d_path, bisenet_path, torch.bfloat16)
     style = _style(model)

@@ -15,16 +15,29 @@ import sys
 import types
 from pathlib import Path
 
+import comfy_stub  # tests/ is on sys.path (conftest.py)
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-try:
-    import comfy_stub
-except ImportError:  # run with --import-mode=importlib: tests/ is not on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import comfy_stub
+from vtoonify_core.frames import (
+    FramePadding,
+    crop_padding,
+    make_inputs,
+    pad_to_multiple,
+    to_model_range,
+)
+from vtoonify_core.models.bundle import FaceParserModel, VToonifyModel
+from vtoonify_core.pipeline.stylize import stylize
+from vtoonify_core.runtime.chunks import run_chunks
+from vtoonify_core.types import (
+    CLASS_COLORS,
+    CLASS_GROUPS,
+    CLASS_NAMES,
+    FaceParsing,
+    StyleCode,
+)
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -38,21 +51,10 @@ FACE_PAD = 48  # a 96x96 face crop instead of the official ~400x400, for speed
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, vtoonify_t_path, vtoonify_d_path, psp_path, bisenet_path, exstyle_path):
-    """Fake ComfyUI with models/vtoonify in the official layout; yields (pack, models folder)."""
-    models = tmp_path_factory.mktemp("comfy_models")
-    folder = models / "vtoonify"
-    folder.mkdir()
-    os.symlink(vtoonify_t_path.parent, folder / "vtoonify_t_cartoon")
-    os.symlink(vtoonify_d_path.parent, folder / "vtoonify_d_cartoon")  # with exstyle_code.npy
-    os.symlink(psp_path, folder / "encoder.pt")
-    os.symlink(bisenet_path, folder / "faceparsing.pth")
-    comfy_stub.install(models)
-    pack = comfy_stub.load_pack()
-    sys.modules[pack.__name__ + ".nodes.cache"].NETWORKS.capacity = 6  # D, T, encoder, parser + spares: no reloads
-    yield pack, folder
-    pack.free_cache()
-    comfy_stub.uninstall()
+def env(fake_comfy):
+    """Fake ComfyUI with models/vtoonify in the official layout: (pack, models folder)."""
+    fake_comfy.module("nodes.cache").NETWORKS.capacity = 6  # D, T, encoder, parser + spares: no reloads
+    return fake_comfy.pack, fake_comfy.models
 
 
 @pytest.fixture
@@ -68,14 +70,6 @@ def state(env):
 @pytest.fixture(scope="module")
 def pack(env):
     return env[0]
-
-
-@pytest.fixture(scope="module")
-def core(pack):
-    """The pack's own copy of vtoonify_core (its classes are the ones the nodes use)."""
-    from importlib import import_module
-
-    return import_module(pack.__name__ + ".vtoonify_core.pipeline")
 
 
 def node(pack, node_id):
@@ -114,18 +108,17 @@ def frames32(astronaut) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def dlib_ok(pack):
-    from importlib import import_module
+    from vtoonify_core import faces
 
-    faces = import_module(pack.__name__ + ".vtoonify_core.faces")
     try:
         faces.get_backend("dlib")
     except faces.FaceBackendUnavailableError as exc:
         pytest.skip(f"face detection backend missing: {exc}")
 
 
-def random_style(core, model, seed=0):
+def random_style(model, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return core.StyleCode(torch.randn(1, 18, 512, generator=g) * 0.5, model.backbone)
+    return StyleCode(torch.randn(1, 18, 512, generator=g) * 0.5, model.backbone)
 
 
 @pytest.fixture(scope="module")
@@ -240,9 +233,9 @@ def test_folder_registered_and_choices(pack, env):
 # ---------------------------------------------------------------------------------------------- Load VToonify Model
 
 
-def test_load_detects_d_and_t(loaded_d, loaded_t, core):
+def test_load_detects_d_and_t(loaded_d, loaded_t):
     model_d, parser_d = loaded_d
-    assert isinstance(model_d, core.VToonifyModel) and isinstance(parser_d, core.FaceParserModel)
+    assert isinstance(model_d, VToonifyModel) and isinstance(parser_d, FaceParserModel)
     assert model_d.backbone == "dualstylegan" and model_d.kind == "VToonify-D"
     assert model_d.n_styles == 4 and model_d.exstyles.names[0] == "000.jpg"
     assert model_d.sources["exstyle"].endswith("exstyle_code.npy")
@@ -373,13 +366,14 @@ def test_download_missing_uses_the_hub(pack, env, tmp_path, monkeypatch, vtoonif
 # ---------------------------------------------------------------------------------------------- Extract Style Code
 
 
-def test_extract_style_t(pack, core, loaded_t, astronaut, dlib_ok):
+def test_extract_style_t(pack, loaded_t, astronaut, dlib_ok):
     """VToonify-T: s_w = zplus2wplus(pSp(aligned)); the aligned crop is the official one."""
-    from vtoonify_core import align, crop, faces
+    from vtoonify_core import faces
+    from vtoonify_core.faces import align, crop
 
     model, _ = loaded_t
     style, aligned, info = node(pack, "VToonifyExtractStyle")(model, astronaut, 3, True)
-    assert isinstance(style, core.StyleCode) and style.backbone == "toonify"
+    assert isinstance(style, StyleCode) and style.backbone == "toonify"
     assert style.wplus.shape == (1, 18, 512) and style.wplus.dtype == torch.float32
     assert style.wplus.device.type == "cpu" and style.style_id is None and not style.color_transfer
     assert aligned.shape == (1, 256, 256, 3) and aligned.dtype == torch.float32 and aligned.device.type == "cpu"
@@ -463,11 +457,11 @@ def parsed(pack, loaded_d, frames32):
     return out, list(comfy_stub.STATE.progress)
 
 
-def test_face_parse(pack, core, parsed, frames32, reference_nets):
+def test_face_parse(pack, parsed, frames32, reference_nets):
     from vtoonify_core import parse_frames
 
     (parsing, mask, colours), progress = parsed
-    assert isinstance(parsing, core.FaceParsing) and not parsing.smoothed
+    assert isinstance(parsing, FaceParsing) and not parsing.smoothed
     assert parsing.logits.shape == (3, 19, 32, 32) and parsing.logits.dtype == torch.float32
     with torch.no_grad():
         ref = parse_frames(reference_nets["parser"], frames32[:3].permute(0, 3, 1, 2) * 2 - 1)
@@ -478,25 +472,25 @@ def test_face_parse(pack, core, parsed, frames32, reference_nets):
     torch.testing.assert_close(mask, prob[:, classes].sum(1).clamp(0, 1), atol=1e-5, rtol=1e-5)
     assert mask.shape == (3, 32, 32) and mask.dtype == torch.float32 and mask.device.type == "cpu"
     assert colours.shape == (3, 32, 32, 3) and 0 <= float(colours.min()) and float(colours.max()) <= 1
-    palette = torch.tensor(core.CLASS_COLORS, dtype=torch.float32) / 255
+    palette = torch.tensor(CLASS_COLORS, dtype=torch.float32) / 255
     torch.testing.assert_close(colours, palette[ref.argmax(1)])
     assert progress[-1] == (3, 3)
 
 
-def test_face_parse_toggles_cover_all_classes(pack, core):
+def test_face_parse_toggles_cover_all_classes(pack):
     req = pack.NODE_CLASS_MAPPINGS["VToonifyFaceParse"].INPUT_TYPES()["required"]
     toggles = [k for k in req if k.startswith("mask_")]
-    covered = sorted(i for k in toggles for i in core.CLASS_GROUPS[k[len("mask_"):]])
+    covered = sorted(i for k in toggles for i in CLASS_GROUPS[k[len("mask_"):]])
     assert covered == list(range(19))
-    assert core.CLASS_NAMES[17] == "hair" and core.CLASS_NAMES[1] == "skin" and len(core.CLASS_NAMES) == 19
+    assert CLASS_NAMES[17] == "hair" and CLASS_NAMES[1] == "skin" and len(CLASS_NAMES) == 19
 
 
-def test_smooth_parsing(pack, core, parsed, frames32):
-    from vtoonify_core.temporal import smooth_parsing
+def test_smooth_parsing(pack, parsed, frames32):
+    from vtoonify_core.temporal.smoothing import smooth_parsing
 
     (parsing, _, _), _ = parsed
     (smoothed,) = node(pack, "VToonifySmoothParsing")(parsing, frames32[:3], 1, 1.5, 0.2)
-    assert isinstance(smoothed, core.FaceParsing) and smoothed.smoothed
+    assert isinstance(smoothed, FaceParsing) and smoothed.smoothed
     ref = smooth_parsing(parsing.logits, frames32[:3].permute(0, 3, 1, 2) * 2 - 1, k=1, sigma_t=1.5, sigma_s=0.2)
     torch.testing.assert_close(smoothed.logits, ref, atol=1e-5, rtol=1e-5)
     assert not torch.equal(smoothed.logits, parsing.logits)
@@ -507,9 +501,9 @@ def test_smooth_parsing(pack, core, parsed, frames32):
 # ---------------------------------------------------------------------------------------------- Stylize Frames
 
 
-def test_stylize_whole_frame_equals_core(pack, state, loaded_t, frames32, reference_nets, core):
+def test_stylize_whole_frame_equals_core(pack, state, loaded_t, frames32, reference_nets):
     model, _ = loaded_t
-    style = random_style(core, model)
+    style = random_style(model)
     images, mask, x, y, w, h = node(pack, "VToonifyStylizeFrames")(
         model, frames32[:2], style, 0.5, "whole frame (pad to 8)", 4)
     assert images.shape == (2, 128, 128, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
@@ -520,15 +514,15 @@ def test_stylize_whole_frame_equals_core(pack, state, loaded_t, frames32, refere
     assert state.progress[-1] == (2, 2) and state.interrupt_checks == 1
 
 
-def test_stylize_with_parsing_and_padding(pack, loaded_d, parsed, frames32, reference_nets, core):
+def test_stylize_with_parsing_and_padding(pack, loaded_d, parsed, frames32, reference_nets):
     """Given (smoothed) parsing maps are used as they are; a 30x30 frame is padded to 32 and cropped back."""
     model, _ = loaded_d
     (parsing, _, _), _ = parsed
-    style = random_style(core, model, 3)
+    style = random_style(model, 3)
     stylize = node(pack, "VToonifyStylizeFrames")
     frames = frames32[:1]
     images, *_ = stylize(model, frames, style, 0.3, "whole frame (pad to 8)", 4,
-                         face_parsing=core.FaceParsing(parsing.logits[:1]))
+                         face_parsing=FaceParsing(parsing.logits[:1]))
     ref = reference_forward(reference_nets, "dualstylegan", frames.permute(0, 3, 1, 2), style.wplus, 0.3,
                             parsing.logits[:1])
     torch.testing.assert_close(images, as_image(ref), atol=1e-5, rtol=1e-5)
@@ -541,11 +535,12 @@ def test_stylize_with_parsing_and_padding(pack, loaded_d, parsed, frames32, refe
     torch.testing.assert_close(images, as_image(ref), atol=1e-5, rtol=1e-5)
 
 
-def test_stylize_face_crop_equals_core(pack, state, loaded_d, astronaut, reference_nets, core, dlib_ok):
-    from vtoonify_core import crop, faces
+def test_stylize_face_crop_equals_core(pack, state, loaded_d, astronaut, reference_nets, dlib_ok):
+    from vtoonify_core import faces
+    from vtoonify_core.faces import crop
 
     model, _ = loaded_d
-    style = random_style(core, model, 5)
+    style = random_style(model, 5)
     images, mask, x, y, w, h = node(pack, "VToonifyStylizeFrames")(
         model, astronaut, style, 0.5, "face (official crop)", 2, None, FACE_PAD)
     frame = skdata.astronaut()
@@ -564,41 +559,41 @@ def test_stylize_face_crop_equals_core(pack, state, loaded_d, astronaut, referen
     assert state.progress[-1] == (1, 1)
 
 
-def test_stylize_face_crop_with_frame_parsing(pack, loaded_d, astronaut, core, dlib_ok):
+def test_stylize_face_crop_with_frame_parsing(pack, loaded_d, astronaut, dlib_ok):
     """Parsing at the input frame size is resized and cropped with the face geometry."""
     model, parser = loaded_d
-    style = random_style(core, model, 6)
-    frame_parsing = core.FaceParsing(torch.zeros(1, 19, 512, 512))
+    style = random_style(model, 6)
+    frame_parsing = FaceParsing(torch.zeros(1, 19, 512, 512))
     stylize = node(pack, "VToonifyStylizeFrames")
     images, *_ = stylize(model, astronaut, style, 0.5, "face (official crop)", 2, frame_parsing, FACE_PAD)
     assert images.shape[1] % 32 == 0  # 4x a crop whose sides are multiples of 8
     with pytest.raises(ValueError, match=r"face_parsing: maps are 64x64 but the frames are 512x512"):
-        stylize(model, astronaut, style, 0.5, "face (official crop)", 2, core.FaceParsing(torch.zeros(1, 19, 64, 64)),
+        stylize(model, astronaut, style, 0.5, "face (official crop)", 2, FaceParsing(torch.zeros(1, 19, 64, 64)),
                 FACE_PAD)
 
 
-def test_stylize_interrupt_between_chunks(pack, state, loaded_t, frames32, core):
+def test_stylize_interrupt_between_chunks(pack, state, loaded_t, frames32):
     model, _ = loaded_t
     counting = CountingGenerator(model.generator)
     wrapped = dataclasses.replace(model, generator=counting)
     state.interrupt_on = 2
     with pytest.raises(comfy_stub.InterruptProcessingException):
-        node(pack, "VToonifyStylizeFrames")(wrapped, frames32[:3], random_style(core, model), 0.5,
+        node(pack, "VToonifyStylizeFrames")(wrapped, frames32[:3], random_style(model), 0.5,
                                             "whole frame (pad to 8)", 1)
     assert counting.calls == [1] and state.interrupt_checks == 2
 
 
-def test_stylize_oom_backoff(pack, state, loaded_t, frames32, core):
+def test_stylize_oom_backoff(pack, state, loaded_t, frames32):
     """OOM above 2 frames: 4 -> 2 -> 2 -> 1 for 5 frames, the result complete and equal."""
     model, _ = loaded_t
-    style = random_style(core, model, 7)
+    style = random_style(model, 7)
     counting = CountingGenerator(model.generator, max_batch=2)
     wrapped = dataclasses.replace(model, generator=counting)
     images, *_ = node(pack, "VToonifyStylizeFrames")(wrapped, frames32, style, 0.5, "whole frame (pad to 8)", 4)
     assert counting.calls == [4, 2, 2, 1]
     assert state.soft_empty_cache >= 1
     assert [p for p in state.progress if p[0]] == [(2, 5), (4, 5), (5, 5)]
-    ref = core.stylize(model, frames32.permute(0, 3, 1, 2), style, 0.5, batch_size=5, input_range=(0, 1))
+    ref = stylize(model, frames32.permute(0, 3, 1, 2), style, 0.5, batch_size=5, input_range=(0, 1))
     torch.testing.assert_close(images, as_image(ref), atol=1e-5, rtol=1e-5)
     # OOM on a single frame is re-raised with advice
     counting = CountingGenerator(model.generator, max_batch=0)
@@ -609,20 +604,20 @@ def test_stylize_oom_backoff(pack, state, loaded_t, frames32, core):
     assert any("smaller frames" in n for n in getattr(err.value, "__notes__", []))
 
 
-def test_stylize_bad_inputs(pack, loaded_d, loaded_t, frames32, core, dlib_ok):
+def test_stylize_bad_inputs(pack, loaded_d, loaded_t, frames32, dlib_ok):
     model, _ = loaded_d
-    style = random_style(core, model)
+    style = random_style(model)
     stylize = node(pack, "VToonifyStylizeFrames")
     whole = "whole frame (pad to 8)"
     cases = [
         (dict(images=torch.zeros(0, 32, 32, 3)), r"Stylize Frames: images: the batch is empty"),
-        (dict(style=random_style(core, loaded_t[0])),
+        (dict(style=random_style(loaded_t[0])),
          r"Stylize Frames: style: this style code was made with a VToonify-T model but the model is VToonify-D"),
         (dict(images=torch.rand(1, 3, 3, 3)), r"images: a 3x3 frame cannot be padded to a multiple of 8"),
         (dict(style_degree=1.5), r"style_degree: must be between 0 and 1"),
-        (dict(face_parsing=core.FaceParsing(torch.zeros(2, 19, 32, 32))),
+        (dict(face_parsing=FaceParsing(torch.zeros(2, 19, 32, 32))),
          r"face_parsing: holds 2 frames but there are 1 images"),
-        (dict(face_parsing=core.FaceParsing(torch.zeros(1, 19, 16, 16))),
+        (dict(face_parsing=FaceParsing(torch.zeros(1, 19, 16, 16))),
          r"face_parsing: maps are 16x16 but the frames are 32x32"),
         (dict(crop_mode="face (official crop)", images=torch.full((1, 64, 64, 3), 0.5)), r"No face was detected"),
         (dict(batch_size=-1), r"batch_size: must be 0 \(automatic, from the free memory\) or at least 1"),
@@ -642,31 +637,31 @@ def test_stylize_bad_inputs(pack, loaded_d, loaded_t, frames32, core, dlib_ok):
 # ---------------------------------------------------------------------------------------------- core glue
 
 
-def test_pad_to_multiple_roundtrip(core):
+def test_pad_to_multiple_roundtrip():
     x = torch.arange(2 * 3 * 13 * 21, dtype=torch.float32).reshape(2, 3, 13, 21)
-    padded, pad = core.pad_to_multiple(x, 8)
-    assert padded.shape == (2, 3, 16, 24) and pad == core.Padding(1, 2, 1, 2)
+    padded, pad = pad_to_multiple(x, 8)
+    assert padded.shape == (2, 3, 16, 24) and pad == FramePadding(1, 2, 1, 2)
     torch.testing.assert_close(padded[..., 1:14, 1:22], x)
     up = F.interpolate(padded, scale_factor=4, mode="nearest")
-    torch.testing.assert_close(core.crop_padding(up, pad, 4), F.interpolate(x, scale_factor=4, mode="nearest"))
-    same, pad0 = core.pad_to_multiple(torch.zeros(1, 3, 16, 8))
+    torch.testing.assert_close(crop_padding(up, pad, 4), F.interpolate(x, scale_factor=4, mode="nearest"))
+    same, pad0 = pad_to_multiple(torch.zeros(1, 3, 16, 8))
     assert same.shape == (1, 3, 16, 8) and pad0 == (0, 0, 0, 0)
     with pytest.raises(ValueError, match="cannot be padded"):
-        core.pad_to_multiple(torch.zeros(1, 3, 2, 16))
+        pad_to_multiple(torch.zeros(1, 3, 2, 16))
 
 
-def test_make_inputs_and_ranges(core):
+def test_make_inputs_and_ranges():
     x = torch.rand(2, 3, 8, 8) * 2 - 1
     p = torch.randn(2, 19, 8, 8) * 10
-    inp = core.make_inputs(x, p)
+    inp = make_inputs(x, p)
     assert inp.shape == (2, 22, 8, 8)
     torch.testing.assert_close(inp[:, 3:], p / 16)
     u8 = torch.tensor([[0, 255]], dtype=torch.uint8)
-    torch.testing.assert_close(core.to_model_range(u8), torch.tensor([[-1.0, 1.0]]))
-    torch.testing.assert_close(core.to_model_range(torch.tensor([0.0, 0.5, 1.0]), (0, 1)), torch.tensor([-1.0, 0, 1]))
+    torch.testing.assert_close(to_model_range(u8), torch.tensor([[-1.0, 1.0]]))
+    torch.testing.assert_close(to_model_range(torch.tensor([0.0, 0.5, 1.0]), (0, 1)), torch.tensor([-1.0, 0, 1]))
 
 
-def test_run_chunks_keeps_the_halved_size(core):
+def test_run_chunks_keeps_the_halved_size():
     sizes = []
 
     def fn(i, j):
@@ -675,11 +670,11 @@ def test_run_chunks_keeps_the_halved_size(core):
             raise RuntimeError("MPS backend out of memory (simulated)")
         return torch.arange(i, j)
 
-    got = list(core.run_chunks(fn, 10, 8, device=torch.device("cpu")))
+    got = list(run_chunks(fn, 10, 8, device=torch.device("cpu")))
     assert sizes == [8, 4, 2, 2, 2, 2, 2]
     assert torch.equal(torch.cat([y for _, y in got]), torch.arange(10))
     with pytest.raises(ValueError, match="boom"):
-        list(core.run_chunks(lambda i, j: (_ for _ in ()).throw(ValueError("boom")), 3, 2, device=torch.device("cpu")))
+        list(run_chunks(lambda i, j: (_ for _ in ()).throw(ValueError("boom")), 3, 2, device=torch.device("cpu")))
 
 
 # ---------------------------------------------------------------------------------------------- ComfyUI memory hooks
@@ -722,7 +717,7 @@ def test_cache_eviction_releases_least_recent(pack, state, env):
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(pack):
-    from vtoonify_core import pipeline
+    from vtoonify_core.runtime import device as pipeline
 
     expected = torch.bfloat16 if pipeline.cpu_has_fast_bf16() else torch.float32
     assert pipeline.resolve_dtype("auto", "cpu") == expected
@@ -733,10 +728,10 @@ def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(pack):
 # ---------------------------------------------------------------------------------------------- Speed Settings
 
 
-def test_speed_settings_give_the_same_images_and_leave_the_loader_model_alone(pack, loaded_d, frames32, core,
+def test_speed_settings_give_the_same_images_and_leave_the_loader_model_alone(pack, loaded_d, frames32,
                                                                                monkeypatch):
     model, _ = loaded_d
-    style = random_style(core, model, 5)
+    style = random_style(model, 5)
     stylize = node(pack, "VToonifyStylizeFrames")
     speed = node(pack, "VToonifySpeedSettings")
     default, *_ = stylize(model, frames32[:2], style, 0.5, "whole frame (pad to 8)", 2)

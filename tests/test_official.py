@@ -16,12 +16,6 @@ from pathlib import Path
 
 import pytest
 
-try:
-    import comfy_stub
-except ImportError:  # run with --import-mode=importlib: tests/ is not on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import comfy_stub
-
 ROOT = Path(__file__).resolve().parents[1]
 
 #: the VToonify-D checkpoints on Hugging Face, folder by folder, as released
@@ -45,15 +39,16 @@ EARLIER = {f"vtoonify_d_{s}/vtoonify_s_d.pt" for s in ("arcane", "caricature", "
 
 
 @pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    """The pack under the fake ComfyUI with an empty models/vtoonify; yields (pack, folder)."""
-    with comfy_stub.empty_models_pack(tmp_path_factory.mktemp("official_models")) as pack_and_folder:
-        yield pack_and_folder
+def pack(fake_comfy_empty):
+    """The pack under the fake ComfyUI with an empty models/vtoonify: (pack, folder)."""
+    return fake_comfy_empty.pack, fake_comfy_empty.models
 
 
 @pytest.fixture(scope="module")
-def official(pack):
-    return import_module(pack[0].__name__ + ".vtoonify_core.official")
+def official():
+    from vtoonify_core import official
+
+    return official
 
 
 @pytest.fixture(scope="module")

@@ -25,19 +25,20 @@ import numpy as np
 import pytest
 import torch
 
-from vtoonify_core import pipeline as P
+import vtoonify_core as P
+from vtoonify_core.runtime import chunks, device, memory
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 2 ** 30
 
 
 @pytest.fixture(scope="module")
-def model_t(vtoonify_t_path, bisenet_path) -> P.VToonifyModel:
+def bundle_t(vtoonify_t_path, bisenet_path) -> P.VToonifyModel:
     return P.load_model(vtoonify_t_path, None, bisenet_path)
 
 
 @pytest.fixture(scope="module")
-def model_d(vtoonify_d_path, bisenet_path, exstyle_path) -> P.VToonifyModel:
+def bundle_d(vtoonify_d_path, bisenet_path, exstyle_path) -> P.VToonifyModel:
     return P.load_model(vtoonify_d_path, None, bisenet_path)
 
 
@@ -76,31 +77,31 @@ class Counting(torch.nn.Module):
 
 
 def test_frame_memory_estimate_follows_the_network():
-    fp32 = P.frame_memory_bytes("dualstylegan", 256, 256, torch.float32)
-    bf16 = P.frame_memory_bytes("dualstylegan", 256, 256, torch.bfloat16)
+    fp32 = memory.frame_memory_bytes("dualstylegan", 256, 256, torch.float32)
+    bf16 = memory.frame_memory_bytes("dualstylegan", 256, 256, torch.bfloat16)
     # activations scale with the pixels (4x the pixels: 4x the bytes, up to the (2h+1) borders)
-    ratio = P.frame_memory_bytes("dualstylegan", 512, 512, torch.float32) / fp32
+    ratio = memory.frame_memory_bytes("dualstylegan", 512, 512, torch.float32) / fp32
     assert 3.95 < ratio < 4.05
     # half precision halves the maps; the float32 parts (AdaIN statistics, outputs) remain
     assert 0.5 < bf16 / fp32 < 0.6
     # the last stage dominates: at least five 32-channel maps at 4x the input size
     assert fp32 > 5 * 32 * (4 * 256) ** 2 * 4
     # sides are rounded up to the multiple of 8 VToonify runs at
-    assert P.frame_memory_bytes("toonify", 250, 249, torch.float32) == P.frame_memory_bytes("toonify", 256, 256,
+    assert memory.frame_memory_bytes("toonify", 250, 249, torch.float32) == memory.frame_memory_bytes("toonify", 256, 256,
                                                                                             torch.float32)
     # one frame of the 1024x1024 target fits the 8 GiB budget several times over
     assert 16 * bf16 < 8 * GiB
     with pytest.raises(ValueError, match="unknown backbone"):
-        P.frame_memory_bytes("stylegan3", 64, 64, torch.float32)
+        memory.frame_memory_bytes("stylegan3", 64, 64, torch.float32)
     with pytest.raises(ValueError, match="at least 1x1"):
-        P.frame_memory_bytes("toonify", 0, 64, torch.float32)
+        memory.frame_memory_bytes("toonify", 0, 64, torch.float32)
 
 
 MEASURE = textwrap.dedent('''
     """Peak RSS of one-frame chunks of VToonify-D on CPU, by size and path (fast / plain)."""
     import json, re, sys
     import torch
-    from vtoonify_core import pipeline as P
+    import vtoonify_core as P
 
     def status(key):
         with open("/proc/self/status") as f:
@@ -145,7 +146,7 @@ def test_estimate_bounds_the_measured_peak(vtoonify_d_path, bisenet_path):
                          env=env, capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     assert run.returncode == 0, run.stderr[-3000:]
     measured = {path: {int(k): v for k, v in sizes.items()} for path, sizes in json.loads(run.stdout).items()}
-    est = {s: P.frame_memory_bytes("dualstylegan", s, s, torch.float32) for s in (64, 128)}
+    est = {s: memory.frame_memory_bytes("dualstylegan", s, s, torch.float32) for s in (64, 128)}
     report = {path: {s: f"{m[s] / 2 ** 20:.1f} MiB" for s in m} for path, m in measured.items()}
     print("measured peak", report, "estimate", {s: f"{v / 2 ** 20:.1f} MiB" for s, v in est.items()})
     for path, m in measured.items():
@@ -166,11 +167,11 @@ def fake_model(backbone: str = "dualstylegan", dtype: torch.dtype = torch.bfloat
 
 def test_auto_batch_size_from_free_memory_and_budget():
     m = fake_model()
-    per = P.frame_memory_bytes(m.backbone, 256, 256, m.dtype)
+    per = memory.frame_memory_bytes(m.backbone, 256, 256, m.dtype)
     big = 1 << 50
 
     def auto(**kw):
-        return P.auto_batch_size(m, 256, 256, **kw)
+        return memory.auto_batch_size(m, 256, 256, **kw)
 
     # free memory: 80% of it, whole frames only
     assert auto(free_bytes=int(5.5 * per / 0.8), budget_bytes=big) == 5
@@ -182,17 +183,17 @@ def test_auto_batch_size_from_free_memory_and_budget():
     # at least one frame (the out-of-memory back-off is the safety net), at most max_batch
     assert auto(free_bytes=per // 10, budget_bytes=big) == 1
     assert auto(free_bytes=0, budget_bytes=big) == 1
-    assert auto(free_bytes=big, budget_bytes=big) == P.DEFAULT_MAX_BATCH
+    assert auto(free_bytes=big, budget_bytes=big) == memory.DEFAULT_MAX_BATCH
     assert auto(free_bytes=big, budget_bytes=big, max_batch=5) == 5
     # memory a frame needs beyond the network (e.g. resizing given parsing maps) counts
     assert auto(free_bytes=int(6.5 * per / 0.8), budget_bytes=big, extra_frame_bytes=per) == 3
     # the default budget: the 8 GiB target at 1024x1024 output
     n = auto(free_bytes=big, max_batch=1000)
     assert n * per <= 8 * GiB < (n + 1) * per
-    assert auto(free_bytes=big) == min(n, P.DEFAULT_MAX_BATCH)
+    assert auto(free_bytes=big) == min(n, memory.DEFAULT_MAX_BATCH)
     # fp32 frames are larger: fewer of them
     m32 = fake_model(dtype=torch.float32)
-    assert P.auto_batch_size(m32, 256, 256, free_bytes=int(5.5 * per / 0.8), budget_bytes=big) < 5
+    assert memory.auto_batch_size(m32, 256, 256, free_bytes=int(5.5 * per / 0.8), budget_bytes=big) < 5
     for kw, msg in ((dict(budget_bytes=0), "budget_bytes"), (dict(max_batch=0), "max_batch"),
                     (dict(fraction=0.0), "fraction"), (dict(fraction=1.5), "fraction"),
                     (dict(extra_frame_bytes=-1), "extra_frame_bytes")):
@@ -202,61 +203,61 @@ def test_auto_batch_size_from_free_memory_and_budget():
 
 def test_auto_batch_size_reads_free_memory_of_the_device(monkeypatch):
     m = fake_model(device="cpu")
-    per = P.frame_memory_bytes(m.backbone, 128, 128, m.dtype)
-    monkeypatch.setattr(P, "_available_system_memory", lambda: int(3.3 * per / 0.8))
-    assert P.free_memory_bytes("cpu") == int(3.3 * per / 0.8)
-    assert P.auto_batch_size(m, 128, 128) == 3
-    monkeypatch.setattr(P, "_available_system_memory", lambda: None)  # unknown: the budget decides
-    assert P.auto_batch_size(m, 128, 128, budget_bytes=int(2.5 * per)) == 2
-    assert P.free_memory_bytes("meta") is None
+    per = memory.frame_memory_bytes(m.backbone, 128, 128, m.dtype)
+    monkeypatch.setattr(device, "_available_system_memory", lambda: int(3.3 * per / 0.8))
+    assert device.free_memory_bytes("cpu") == int(3.3 * per / 0.8)
+    assert memory.auto_batch_size(m, 128, 128) == 3
+    monkeypatch.setattr(device, "_available_system_memory", lambda: None)  # unknown: the budget decides
+    assert memory.auto_batch_size(m, 128, 128, budget_bytes=int(2.5 * per)) == 2
+    assert device.free_memory_bytes("meta") is None
 
 
 @pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="Linux /proc/meminfo")
 def test_free_system_memory_is_meminfo_available():
     fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
     total = int(fields["MemTotal"].split()[0]) * 1024
-    free = P.free_memory_bytes(torch.device("cpu"))
+    free = device.free_memory_bytes(torch.device("cpu"))
     assert 0 < free <= total
 
 
-def test_stylize_auto_batch_equals_batch_one(model_t, monkeypatch):
+def test_stylize_auto_batch_equals_batch_one(bundle_t, monkeypatch):
     x = frames(5, 32, seed=3)
-    style = random_style(model_t, 1)
-    ref = P.stylize(model_t, x, style, batch_size=1, input_range=(0, 1))
-    counting = Counting(model_t.generator)
-    wrapped = dataclasses.replace(model_t, generator=counting)
+    style = random_style(bundle_t, 1)
+    ref = P.stylize(bundle_t, x, style, batch_size=1, input_range=(0, 1))
+    counting = Counting(bundle_t.generator)
+    wrapped = dataclasses.replace(bundle_t, generator=counting)
     auto = P.stylize(wrapped, x, style, batch_size=0, input_range=(0, 1))
     assert counting.calls == [5]  # tiny frames, plenty of memory: one chunk
     torch.testing.assert_close(auto, ref, atol=1e-5, rtol=1e-5)
     # with room for two frames: chunks of 2, 2, 1 and the same images
-    per = P.frame_memory_bytes("toonify", 32, 32, torch.float32)
-    monkeypatch.setattr(P, "free_memory_bytes", lambda device: int(2.5 * per / P.FREE_MEMORY_FRACTION))
+    per = memory.frame_memory_bytes("toonify", 32, 32, torch.float32)
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: int(2.5 * per / memory.FREE_MEMORY_FRACTION))
     counting.calls.clear()
     auto2 = P.stylize(wrapped, x, style, batch_size=0, input_range=(0, 1))
     assert counting.calls == [2, 2, 1]
     torch.testing.assert_close(auto2, ref, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match=r"batch_size: must be 0 \(automatic"):
-        P.stylize(model_t, x, style, batch_size=-1)
+        P.stylize(bundle_t, x, style, batch_size=-1)
 
 
-def test_stylize_clip_auto_batch_uses_the_planned_size(model_t, monkeypatch):
+def test_stylize_clip_auto_batch_uses_the_planned_size(bundle_t, monkeypatch):
     """Whole mode pads 20x20 frames to 24x24: the automatic size is computed for 24x24."""
     seen = []
-    real = P.auto_batch_size
+    real = memory.auto_batch_size
 
     def spy(model, height, width, **kw):
         seen.append((height, width, kw.get("extra_frame_bytes", 0)))
-        return real(model, height, width, free_bytes=int(2.5 * P.frame_memory_bytes(model.backbone, height, width,
+        return real(model, height, width, free_bytes=int(2.5 * memory.frame_memory_bytes(model.backbone, height, width,
                                                                                     model.dtype) / 0.8), **kw)
 
-    monkeypatch.setattr(P, "auto_batch_size", spy)
-    counting = Counting(model_t.generator)
-    wrapped = dataclasses.replace(model_t, generator=counting)
+    monkeypatch.setattr(memory, "auto_batch_size", spy)
+    counting = Counting(bundle_t.generator)
+    wrapped = dataclasses.replace(bundle_t, generator=counting)
     x = frames(3, 20, seed=4)
-    style = random_style(model_t, 2)
+    style = random_style(bundle_t, 2)
     out, plan = P.stylize_clip(wrapped, x, style, crop_mode="whole", batch_size=0, input_range=(0, 1))
     assert seen == [(24, 24, 0)] and counting.calls == [2, 1] and out.shape == (3, 3, 80, 80)
-    ref, _ = P.stylize_clip(model_t, x, style, crop_mode="whole", batch_size=3, input_range=(0, 1))
+    ref, _ = P.stylize_clip(bundle_t, x, style, crop_mode="whole", batch_size=3, input_range=(0, 1))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     # parsing maps at the frame size are padded (a float32 copy at the input size): counted per frame
     seen.clear()
@@ -297,7 +298,7 @@ def run_schedule(overlap: bool, total: int = 10, batch: int = 4, *, oom=None, fa
 
     error = None
     try:
-        for i, y in P.run_chunks_overlapped(load, compute, total, batch, device="cpu", output_device="cpu",
+        for i, y in chunks.run_chunks_overlapped(load, compute, total, batch, device="cpu", output_device="cpu",
                                             progress=lambda d, t: progress.append((d, t)), check_interrupt=check,
                                             on_oom=lambda n: events.append(("oom", n)), overlap=overlap):
             events.append(("yield", i))
@@ -375,7 +376,7 @@ def test_overlapped_runner_interrupt_and_errors_after_finished_chunks(overlap):
     assert any("single frame" in n for n in getattr(err, "__notes__", []))
     assert same_results(res, expected(10, [(0, 2), (2, 4)]))
     with pytest.raises(P.InputError, match="batch_size"):
-        list(P.run_chunks_overlapped(lambda i, j: (), lambda _, i, j: torch.zeros(1), 3, 0, device="cpu"))
+        list(chunks.run_chunks_overlapped(lambda i, j: (), lambda _, i, j: torch.zeros(1), 3, 0, device="cpu"))
 
 
 def test_cpu_copies_never_pin(monkeypatch):
@@ -384,24 +385,24 @@ def test_cpu_copies_never_pin(monkeypatch):
         raise AssertionError("pin_memory called on CPU")
 
     monkeypatch.setattr(torch.Tensor, "pin_memory", no_pin)
-    copier = P.ChunkCopier("cpu", "cpu")
+    copier = chunks.ChunkCopier("cpu", "cpu")
     assert not copier.asynchronous
     x = torch.arange(6.0).reshape(2, 3).t()  # a strided view keeps its strides, as .to() does
     up = copier.upload((x,))
     assert up.event is None and up.tensors[0] is x and copier.ready(up)[0] is x
     down = copier.download(x * 2)
     assert down.event is None and torch.equal(copier.collect(down), x * 2)
-    assert P.ChunkCopier("cpu", None).download(x).tensor is x
+    assert chunks.ChunkCopier("cpu", None).download(x).tensor is x
 
 
 # ---------------------------------------------------------------------------------------------- stylize end to end
 
 
-def test_stylize_overlap_is_bit_identical(model_d):
+def test_stylize_overlap_is_bit_identical(bundle_d):
     x = frames(5, 32, seed=5)
-    style = random_style(model_d, 3)
-    plain = P.stylize(model_d, x, style, 0.4, batch_size=2, input_range=(0, 1), overlap=False)
-    over = P.stylize(model_d, x, style, 0.4, batch_size=2, input_range=(0, 1), overlap=True)
+    style = random_style(bundle_d, 3)
+    plain = P.stylize(bundle_d, x, style, 0.4, batch_size=2, input_range=(0, 1), overlap=False)
+    over = P.stylize(bundle_d, x, style, 0.4, batch_size=2, input_range=(0, 1), overlap=True)
     assert torch.equal(plain, over)
     # uint8 frames, given parsing maps, a sink: the same chunks, in order
     u8 = (x * 255).round().to(torch.uint8)
@@ -409,28 +410,28 @@ def test_stylize_overlap_is_bit_identical(model_d):
     got = {}
     for overlap in (False, True):
         chunks = []
-        P.stylize(model_d, u8, style, 0.4, parsing=logits, batch_size=2, overlap=overlap,
+        P.stylize(bundle_d, u8, style, 0.4, parsing=logits, batch_size=2, overlap=overlap,
                   sink=lambda i, y: chunks.append((i, y.clone())))
         got[overlap] = chunks
     assert [i for i, _ in got[True]] == [0, 2, 4]
     assert same_results(got[False], got[True])
 
 
-def test_stylize_overlap_oom_backoff_and_interrupt(model_t):
+def test_stylize_overlap_oom_backoff_and_interrupt(bundle_t):
     x = frames(5, 32, seed=7)
-    style = random_style(model_t, 4)
-    ref = P.stylize(model_t, x, style, batch_size=5, input_range=(0, 1))
+    style = random_style(bundle_t, 4)
+    ref = P.stylize(bundle_t, x, style, batch_size=5, input_range=(0, 1))
     for overlap in (False, True):
-        counting = Counting(model_t.generator, max_batch=2)
-        wrapped = dataclasses.replace(model_t, generator=counting)
+        counting = Counting(bundle_t.generator, max_batch=2)
+        wrapped = dataclasses.replace(bundle_t, generator=counting)
         progress, sizes = [], []
         out = P.stylize(wrapped, x, style, batch_size=4, input_range=(0, 1), overlap=overlap,
                         progress=lambda d, t: progress.append(d), on_oom=sizes.append)
         assert counting.calls == [4, 2, 2, 1] and sizes == [2] and progress == [2, 4, 5]
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
         # interrupted before the second chunk: the first one reached the sink, nothing else ran
-        counting = Counting(model_t.generator)
-        wrapped = dataclasses.replace(model_t, generator=counting)
+        counting = Counting(bundle_t.generator)
+        wrapped = dataclasses.replace(bundle_t, generator=counting)
         calls, chunks = [0], []
 
         def check():
@@ -444,12 +445,12 @@ def test_stylize_overlap_oom_backoff_and_interrupt(model_t):
         assert counting.calls == [2] and chunks == [0]
 
 
-def test_stylize_clip_overlap_whole_and_face_mode(model_t):
+def test_stylize_clip_overlap_whole_and_face_mode(bundle_t):
     """Whole mode pads on the device; face mode moves the uint8 crops and resizes and crops given
     frame-size parsing maps on the device: the same images with and without overlap."""
-    style = random_style(model_t, 5)
+    style = random_style(bundle_t, 5)
     x = frames(3, 44, seed=8)
-    got = [P.stylize_clip(model_t, x, style, crop_mode="whole", batch_size=2, input_range=(0, 1), overlap=o)[0]
+    got = [P.stylize_clip(bundle_t, x, style, crop_mode="whole", batch_size=2, input_range=(0, 1), overlap=o)[0]
            for o in (False, True)]
     assert torch.equal(got[0], got[1]) and got[0].shape == (3, 3, 176, 176)
     skdata = pytest.importorskip("skimage.data")
@@ -463,7 +464,7 @@ def test_stylize_clip_overlap_whole_and_face_mode(model_t):
     clip = torch.nn.functional.interpolate(face, size=(160, 160), mode="area").repeat(3, 1, 1, 1)
     clip[1:] = clip[1:].roll(2 * 1, dims=3)  # frames that differ a little
     logits = torch.randn(3, 19, 160, 160, generator=torch.Generator().manual_seed(9))
-    got = [P.stylize_clip(model_t, clip, style, crop_mode="face", parsing=logits, face_padding=32, batch_size=2,
+    got = [P.stylize_clip(bundle_t, clip, style, crop_mode="face", parsing=logits, face_padding=32, batch_size=2,
                           input_range=(0, 1), overlap=o) for o in (False, True)]
     assert got[0][1].mode == "face" and torch.equal(got[0][0], got[1][0])
 
@@ -471,33 +472,34 @@ def test_stylize_clip_overlap_whole_and_face_mode(model_t):
 # ---------------------------------------------------------------------------------------------- style from an image
 
 
-def test_colour_transfer_style_needs_no_face(model_d, monkeypatch):
+def test_colour_transfer_style_needs_no_face(bundle_d, monkeypatch):
     """VToonify-D with colour transfer: the code is the exemplar's alone (official ``s_w = exstyle``),
     so an image without a face (or without a face detector) still gives it; without colour transfer
     the face is needed."""
     from vtoonify_core import faces
+    from vtoonify_core.styles import codes
 
     blank = np.full((120, 160, 3), 128, np.uint8)
     blank[:, :80] = 30
     with torch.no_grad():
-        ex = model_d.generator.zplus2wplus(model_d.exstyles.codes[1:2]).float()
+        ex = bundle_d.generator.zplus2wplus(bundle_d.exstyles.codes[1:2]).float()
 
     def no_face(image, backend="dlib", **kw):
         return []
 
-    monkeypatch.setattr(faces, "detect_faces", no_face)
-    style, preview = P.style_from_image(model_d, blank, 1, True)
+    monkeypatch.setattr(codes, "detect_faces", no_face)
+    style, preview = P.style_from_image(bundle_d, blank, 1, True)
     assert style.color_transfer and style.style_id == 1 and torch.equal(style.wplus, ex)
     assert preview.shape == (256, 256, 3) and preview.dtype == np.uint8
     assert preview[:, :64].max() <= 31 and preview[:, -64:].min() >= 127  # the centre square of the image, resized
     with pytest.raises(faces.NoFaceError):
-        P.style_from_image(dataclasses.replace(model_d, encoder=torch.nn.Identity()), blank, 1, False)
+        P.style_from_image(dataclasses.replace(bundle_d, encoder=torch.nn.Identity()), blank, 1, False)
 
     def no_backend(image, backend="dlib", **kw):
         raise faces.FaceBackendUnavailableError("dlib is not installed (simulated)")
 
-    monkeypatch.setattr(faces, "detect_faces", no_backend)
-    style2, _ = P.style_from_image(model_d, blank, 1, True)
+    monkeypatch.setattr(codes, "detect_faces", no_backend)
+    style2, _ = P.style_from_image(bundle_d, blank, 1, True)
     assert torch.equal(style2.wplus, ex)
     with pytest.raises(P.InputError, match="style_id"):  # arguments are still checked first
-        P.style_from_image(model_d, blank, 9, True)
+        P.style_from_image(bundle_d, blank, 9, True)

@@ -4,9 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vtoonify_core import standin
-from vtoonify_core.psp import GradualStyleEncoder, StyleEncoder, load_style_encoder
-from vtoonify_core.weights import CheckpointError, read_checkpoint, save_safetensors
+from vtoonify_core.errors import CheckpointError
+from vtoonify_core.models.psp import (
+    GradualStyleEncoder,
+    StyleEncoder,
+    load_style_encoder,
+)
+from vtoonify_core.testing import standin
+from vtoonify_core.weights import read_checkpoint, save_safetensors
 
 
 @pytest.fixture(scope="module")

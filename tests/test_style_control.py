@@ -7,9 +7,7 @@ Stand-in weights (``conftest.py``); small sizes throughout: the DualStyleGAN syn
 """
 from __future__ import annotations
 
-import os
 import sys
-from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,9 @@ except ImportError:  # run with --import-mode=importlib: tests/ is not on sys.pa
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import comfy_stub
 
-from vtoonify_core import pipeline as P
-from vtoonify_core import style_control as SC
-from vtoonify_core.dualstylegan import stylegan_synthesis
+import vtoonify_core as P
+from vtoonify_core import styles as SC
+from vtoonify_core.models.dualstylegan import stylegan_synthesis
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -46,14 +44,14 @@ class PoolEncoder(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def model_d(vtoonify_d_path, bisenet_path, exstyle_path) -> P.VToonifyModel:
+def bundle_d(vtoonify_d_path, bisenet_path, exstyle_path) -> P.VToonifyModel:
     """VToonify-D with stand-in weights and the pooling encoder."""
     m = P.load_model(vtoonify_d_path, None, bisenet_path)
     return P.VToonifyModel(m.generator, PoolEncoder(), m.parser, m.exstyles, m.device, m.dtype, dict(m.sources))
 
 
 @pytest.fixture(scope="module")
-def model_t(vtoonify_t_path, bisenet_path) -> P.VToonifyModel:
+def bundle_t(vtoonify_t_path, bisenet_path) -> P.VToonifyModel:
     m = P.load_model(vtoonify_t_path, None, bisenet_path)
     return P.VToonifyModel(m.generator, PoolEncoder(), m.parser, m.exstyles, m.device, m.dtype, dict(m.sources))
 
@@ -78,7 +76,7 @@ def portrait() -> np.ndarray:
 @pytest.fixture(scope="module")
 def aligned(dlib_ok, portrait) -> np.ndarray:
     """The astronaut's face, cropped and FFHQ-aligned as the official code does (256x256 uint8)."""
-    return P.prepare_style_image(portrait)[0]
+    return SC.prepare_style_image(portrait)[0]
 
 
 def code(backbone: str, seed: int, name=None, style_id=None) -> P.StyleCode:
@@ -97,10 +95,10 @@ def clip16() -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- DualStyleGAN synthesis
 
 
-def test_synthesis_reduces_to_stylegan(model_d):
+def test_synthesis_reduces_to_stylegan(bundle_d):
     """interp_weights all 0 (and use_res=False) give the plain StyleGAN2 synthesis of the content code,
     bit for bit; the extrinsic path changes the image otherwise; shapes follow max_size."""
-    dsg = model_d.generator.generator
+    dsg = bundle_d.generator.generator
     g = torch.Generator().manual_seed(3)
     w = dsg.generator.mapping(torch.randn(1, 18, 512, generator=g))
     e = dsg.generator.mapping(torch.randn(1, 18, 512, generator=g))
@@ -211,52 +209,52 @@ def test_schedule_interpolation_is_continuous():
         SC.mix_styles(s, a, 0.5)
 
 
-def test_stylize_schedule_equals_single_styles_at_keyframes(model_d, clip16):
+def test_stylize_schedule_equals_single_styles_at_keyframes(bundle_d, clip16):
     """Per-frame styles and degrees: at a keyframe the frame equals a run with that keyframe's style
     and degree; in between it equals a run with the interpolated code and degree; chunks of 3 frames."""
     a, b = code("dualstylegan", 11), code("dualstylegan", 12)
     sched = SC.parse_keyframes("0:A@0.2, 4:B@0.9", {"A": a, "B": b})
-    out = P.stylize(model_d, clip16, sched, d_s=0.5, batch_size=3)
+    out = P.stylize(bundle_d, clip16, sched, d_s=0.5, batch_size=3)
     assert out.shape == (5, 3, 64, 64)
-    at0 = P.stylize(model_d, clip16[:1], a, d_s=0.2)
-    at4 = P.stylize(model_d, clip16[4:], b, d_s=0.9)
-    mid = P.stylize(model_d, clip16[2:3], SC.mix_styles(a, b, 0.5), d_s=0.55)
+    at0 = P.stylize(bundle_d, clip16[:1], a, d_s=0.2)
+    at4 = P.stylize(bundle_d, clip16[4:], b, d_s=0.9)
+    mid = P.stylize(bundle_d, clip16[2:3], SC.mix_styles(a, b, 0.5), d_s=0.55)
     torch.testing.assert_close(out[0:1], at0, atol=1e-4, rtol=0)
     torch.testing.assert_close(out[4:5], at4, atol=1e-4, rtol=0)
     torch.testing.assert_close(out[2:3], mid, atol=1e-4, rtol=0)
     assert float((out[0] - out[4]).abs().max()) > 1e-3
     # a constant schedule is a constant style
     const = SC.StyleSchedule((SC.Keyframe(0, a),))
-    torch.testing.assert_close(P.stylize(model_d, clip16[:2], const, d_s=0.3),
-                               P.stylize(model_d, clip16[:2], a, d_s=0.3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(P.stylize(bundle_d, clip16[:2], const, d_s=0.3),
+                               P.stylize(bundle_d, clip16[:2], a, d_s=0.3), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="style: this is a keyframed style"):
-        P.check_style(model_d, sched)
+        P.check_style(bundle_d, sched)
 
 
-def test_schedule_with_vtoonify_t(model_t, clip16):
+def test_schedule_with_vtoonify_t(bundle_t, clip16):
     a, b = code("toonify", 1), code("toonify", 2)
     sched = SC.parse_keyframes("0:A, 2:B", {"A": a, "B": b})
-    out = P.stylize(model_t, clip16[:3], sched, batch_size=2)
-    torch.testing.assert_close(out[2:3], P.stylize(model_t, clip16[2:3], b), atol=1e-4, rtol=0)
+    out = P.stylize(bundle_t, clip16[:3], sched, batch_size=2)
+    torch.testing.assert_close(out[2:3], P.stylize(bundle_t, clip16[2:3], b), atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="VToonify-D"):
-        P.stylize(model_t, clip16[:1], SC.parse_keyframes("0:A", {"A": code("dualstylegan", 3)}))
+        P.stylize(bundle_t, clip16[:1], SC.parse_keyframes("0:A", {"A": code("dualstylegan", 3)}))
 
 
 # ---------------------------------------------------------------------------------------------- exemplars
 
 
-def test_refinement_lowers_its_loss(model_d, aligned):
+def test_refinement_lowers_its_loss(bundle_d, aligned):
     """A few Adam steps at a truncated resolution (8 px synthesis) lower the pixel loss; the code
     returned is the best one and its loss is the recorded one; progress and interruption work."""
     calls = []
-    r = SC.refine_exemplar(model_d, aligned, steps=3, lr=0.1, size=8, progress=lambda d, t: calls.append((d, t)))
+    r = SC.refine_exemplar(bundle_d, aligned, steps=3, lr=0.1, size=8, progress=lambda d, t: calls.append((d, t)))
     assert len(r.losses) == 4 and calls == [(1, 3), (2, 3), (3, 3)]
     assert r.losses[r.best] == min(r.losses) and r.losses[r.best] < 0.9 * r.losses[0]
     assert r.zplus.shape == r.wplus.shape == (1, 18, 512)
     with torch.no_grad():
-        torch.testing.assert_close(r.wplus, model_d.generator.zplus2wplus(r.zplus), atol=1e-5, rtol=1e-5)
-        content = model_d.generator.zplus2wplus(SC.encode_zplus(model_d, aligned))
-        img = model_d.generator.generator.synthesize(content, r.wplus, max_size=8)
+        torch.testing.assert_close(r.wplus, bundle_d.generator.zplus2wplus(r.zplus), atol=1e-5, rtol=1e-5)
+        content = bundle_d.generator.zplus2wplus(SC.encode_zplus(bundle_d, aligned))
+        img = bundle_d.generator.generator.synthesize(content, r.wplus, max_size=8)
         target = F.adaptive_avg_pool2d(torch.from_numpy(aligned).permute(2, 0, 1)[None].float() / 127.5 - 1, 8)
     assert float(F.mse_loss(img, target)) == pytest.approx(r.losses[r.best], rel=1e-3)
 
@@ -267,58 +265,48 @@ def test_refinement_lowers_its_loss(model_d, aligned):
         raise Stop()
 
     with pytest.raises(Stop):
-        SC.refine_exemplar(model_d, aligned, r.zplus, content, steps=2, size=8, check_interrupt=check)
+        SC.refine_exemplar(bundle_d, aligned, r.zplus, content, steps=2, size=8, check_interrupt=check)
     # as inside ComfyUI: everything under inference mode, weights made there too
     with torch.inference_mode():
-        r1 = SC.refine_exemplar(model_d, aligned, r.zplus, content, steps=1, lr=0.1, size=8, loss="l1")
+        r1 = SC.refine_exemplar(bundle_d, aligned, r.zplus, content, steps=1, lr=0.1, size=8, loss="l1")
     assert len(r1.losses) == 2 and not r1.zplus.is_inference()
     with pytest.raises(ValueError, match="refine_resolution"):
-        SC.refine_exemplar(model_d, aligned, steps=1, size=24)
+        SC.refine_exemplar(bundle_d, aligned, steps=1, size=24)
 
 
-def test_exemplar_code_rule_and_few_shot(model_d, model_t, aligned, portrait):
+def test_exemplar_code_rule_and_few_shot(bundle_d, bundle_t, aligned, portrait):
     """One reference: its pSp code is the exemplar code; two: the mean of their codes (W+)."""
     img = portrait
     mirrored = np.ascontiguousarray(img[:, ::-1])
-    ex2, crops, contents = SC.exemplar_from_images(model_d, [img, mirrored])
+    ex2, crops, contents = SC.exemplar_from_images(bundle_d, [img, mirrored])
     assert ex2.references == 2 and ex2.zplus is None and ex2.losses == () and len(crops) == 2
     assert np.array_equal(crops[0], aligned) and not np.array_equal(crops[1], aligned)
     with torch.no_grad():
-        torch.testing.assert_close(contents[0], model_d.generator.zplus2wplus(SC.encode_zplus(model_d, aligned)))
+        torch.testing.assert_close(contents[0], bundle_d.generator.zplus2wplus(SC.encode_zplus(bundle_d, aligned)))
     torch.testing.assert_close(ex2.wplus, (contents[0] + contents[1]) / 2)
-    ex1, _ = SC.exemplar_from_aligned(model_d, aligned)
+    ex1, _ = SC.exemplar_from_aligned(bundle_d, aligned)
     assert ex1.references == 1 and torch.equal(ex1.wplus, contents[0]) and ex1.zplus.shape == (1, 18, 512)
     face = code("dualstylegan", 7).wplus
-    s = SC.style_from_exemplar(model_d, ex2, face)
+    s = SC.style_from_exemplar(bundle_d, ex2, face)
     assert torch.equal(s.wplus[:, :7], ex2.wplus[:, :7]) and torch.equal(s.wplus[:, 7:], face[:, 7:])
     assert s.style_id is None and not s.color_transfer
-    sc = SC.style_from_exemplar(model_d, ex2, color_transfer=True)
+    sc = SC.style_from_exemplar(bundle_d, ex2, color_transfer=True)
     assert torch.equal(sc.wplus, ex2.wplus) and sc.color_transfer
     with pytest.raises(ValueError, match="face: a face is needed"):
-        SC.style_from_exemplar(model_d, ex2)
+        SC.style_from_exemplar(bundle_d, ex2)
     with pytest.raises(ValueError, match="VToonify-D"):
-        SC.exemplar_from_images(model_t, [img])
+        SC.exemplar_from_images(bundle_t, [img])
     with pytest.raises(ValueError, match="reference image 1 of 1"):
-        SC.exemplar_from_images(model_d, [np.full((96, 96, 3), 128, np.uint8)])
+        SC.exemplar_from_images(bundle_d, [np.full((96, 96, 3), 128, np.uint8)])
 
 
 # ---------------------------------------------------------------------------------------------- nodes
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, vtoonify_t_path, vtoonify_d_path, psp_path, bisenet_path, exstyle_path):
-    models = tmp_path_factory.mktemp("comfy_models_sc")
-    folder = models / "vtoonify"
-    folder.mkdir()
-    os.symlink(vtoonify_t_path.parent, folder / "vtoonify_t_cartoon")
-    os.symlink(vtoonify_d_path.parent, folder / "vtoonify_d_cartoon")
-    os.symlink(psp_path, folder / "encoder.pt")
-    os.symlink(bisenet_path, folder / "faceparsing.pth")
-    comfy_stub.install(models)
-    pack = comfy_stub.load_pack()
-    yield pack
-    pack.free_cache()
-    comfy_stub.uninstall()
+def env(fake_comfy):
+    """The pack under the fake ComfyUI (tests/conftest.py)."""
+    return fake_comfy.pack
 
 
 def node(pack, node_id):
@@ -327,12 +315,11 @@ def node(pack, node_id):
 
 
 @pytest.fixture(scope="module")
-def loaded(env, model_d, model_t):
-    """The networks of model_d / model_t in the pack's own VToonifyModel (no second load; Load VToonify
+def loaded(env, bundle_d, bundle_t):
+    """The networks of bundle_d / bundle_t in the pack's own VToonifyModel (no second load; Load VToonify
     Model and the real pSp are covered by test_nodes.py)."""
-    core = import_module(env.__name__ + ".vtoonify_core.pipeline")
-    return tuple(core.VToonifyModel(m.generator, m.encoder, m.parser, m.exstyles, m.device, m.dtype, dict(m.sources))
-                 for m in (model_d, model_t))
+    return tuple(P.VToonifyModel(m.generator, m.encoder, m.parser, m.exstyles, m.device, m.dtype, dict(m.sources))
+                 for m in (bundle_d, bundle_t))
 
 
 @pytest.fixture(scope="module")
@@ -357,11 +344,10 @@ def test_nodes_registered(env):
 
 def test_mix_and_keyframes_nodes_into_stylize(env, loaded, astronaut_image):
     """Style Mix and Style Keyframes feed Stylize Frames; at a keyframe the frame equals a plain run."""
-    core = import_module(env.__name__ + ".vtoonify_core.pipeline")
-    model_d, _ = loaded
+    bundle_d, _ = loaded
     g = torch.Generator().manual_seed(5)
-    a = core.StyleCode(torch.randn(1, 18, 512, generator=g) * 0.5, "dualstylegan", 1, "a.png")
-    b = core.StyleCode(torch.randn(1, 18, 512, generator=g) * 0.5, "dualstylegan", 2, "b.png")
+    a = P.StyleCode(torch.randn(1, 18, 512, generator=g) * 0.5, "dualstylegan", 1, "a.png")
+    b = P.StyleCode(torch.randn(1, 18, 512, generator=g) * 0.5, "dualstylegan", 2, "b.png")
     mix = node(env, "VToonifyStyleMix")
     assert mix(a, b, 0.0, "all (0-17)", 0, 17)[0] is a
     custom, info = mix(a, b, 1.0, "custom range", 2, 4)
@@ -374,9 +360,9 @@ def test_mix_and_keyframes_nodes_into_stylize(env, loaded, astronaut_image):
     frames = F.interpolate(astronaut_image.permute(0, 3, 1, 2)[:, :, 50:130, 90:170], size=(16, 16),
                            mode="area").permute(0, 2, 3, 1).repeat(3, 1, 1, 1)
     stylize = node(env, "VToonifyStylizeFrames")
-    out = stylize(model_d, frames, sched, 0.5, "whole frame (pad to 8)", 2)[0]
-    ref0 = stylize(model_d, frames[:1], a, 0.1, "whole frame (pad to 8)", 2)[0]
-    ref2 = stylize(model_d, frames[:1], b, 0.8, "whole frame (pad to 8)", 2)[0]
+    out = stylize(bundle_d, frames, sched, 0.5, "whole frame (pad to 8)", 2)[0]
+    ref0 = stylize(bundle_d, frames[:1], a, 0.1, "whole frame (pad to 8)", 2)[0]
+    ref2 = stylize(bundle_d, frames[:1], b, 0.8, "whole frame (pad to 8)", 2)[0]
     torch.testing.assert_close(out[0:1], ref0, atol=1e-4, rtol=0)
     torch.testing.assert_close(out[2:3], ref2, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="Style Mix: style_a: this is a keyframed style"):
@@ -386,7 +372,6 @@ def test_mix_and_keyframes_nodes_into_stylize(env, loaded, astronaut_image):
 
 
 def test_stylize_shows_first_frame_preview(env, loaded, astronaut_image, monkeypatch):
-    core = import_module(env.__name__ + ".vtoonify_core.pipeline")
     previews = []
     bar_cls = sys.modules["comfy.utils"].ProgressBar
     original = bar_cls.update_absolute
@@ -397,10 +382,10 @@ def test_stylize_shows_first_frame_preview(env, loaded, astronaut_image, monkeyp
         return original(self, value, total, preview)
 
     monkeypatch.setattr(bar_cls, "update_absolute", spy)
-    model_d, _ = loaded
+    bundle_d, _ = loaded
     frames = F.interpolate(astronaut_image.permute(0, 3, 1, 2), size=(16, 16), mode="area").permute(0, 2, 3, 1)
-    style = core.StyleCode(torch.zeros(1, 18, 512), "dualstylegan")
-    out = node(env, "VToonifyStylizeFrames")(model_d, frames.repeat(3, 1, 1, 1), style, 0.5,
+    style = P.StyleCode(torch.zeros(1, 18, 512), "dualstylegan")
+    out = node(env, "VToonifyStylizeFrames")(bundle_d, frames.repeat(3, 1, 1, 1), style, 0.5,
                                              "whole frame (pad to 8)", 1)[0]
     assert len(previews) == 1
     kind, image, size = previews[0]
@@ -409,28 +394,27 @@ def test_stylize_shows_first_frame_preview(env, loaded, astronaut_image, monkeyp
 
 
 def test_exemplar_node(env, loaded, astronaut_image, dlib_ok):
-    core = import_module(env.__name__ + ".vtoonify_core.pipeline")
-    model_d, model_t = loaded
+    bundle_d, bundle_t = loaded
     make = node(env, "VToonifyExemplarStyle")
-    style, crops, recon, info = make(model_d, astronaut_image, True, 0, 0.05, "32", "l2")
-    assert isinstance(style, core.StyleCode) and style.color_transfer and style.backbone == "dualstylegan"
+    style, crops, recon, info = make(bundle_d, astronaut_image, True, 0, 0.05, "32", "l2")
+    assert isinstance(style, P.StyleCode) and style.color_transfer and style.backbone == "dualstylegan"
     assert crops.shape == (1, 256, 256, 3) and recon.shape == (1, 32, 32, 3)
     assert 0 <= float(recon.min()) and float(recon.max()) <= 1
     assert "exemplar from an image" in info
     # with a face: layers 7-17 are the face's code, 0-6 the reference's (here the same portrait)
-    mixed, *_ = make(model_d, astronaut_image, False, 0, 0.05, "32", "l2", face=astronaut_image)
-    face_code = core.encode_face(model_d, (crops[0].numpy() * 255).round().astype(np.uint8))
+    mixed, *_ = make(bundle_d, astronaut_image, False, 0, 0.05, "32", "l2", face=astronaut_image)
+    face_code = SC.encode_face(bundle_d, (crops[0].numpy() * 255).round().astype(np.uint8))
     torch.testing.assert_close(mixed.wplus[:, 7:], face_code[:, 7:])
     torch.testing.assert_close(mixed.wplus[:, :7], style.wplus[:, :7])
     # one refinement step at 32 px: progress bar, loss reported; cancel stops it
     comfy_stub.STATE.progress.clear()
-    refined, _, _, info = make(model_d, astronaut_image, True, 1, 0.05, "32", "l1")
+    refined, _, _, info = make(bundle_d, astronaut_image, True, 1, 0.05, "32", "l1")
     assert "refinement l1 loss at 32px" in info and (1, 1) in comfy_stub.STATE.progress
     comfy_stub.STATE.interrupt_checks, comfy_stub.STATE.interrupt_on = 0, 1
     with pytest.raises(comfy_stub.InterruptProcessingException):
-        make(model_d, astronaut_image, True, 3, 0.05, "32", "l2")
+        make(bundle_d, astronaut_image, True, 3, 0.05, "32", "l2")
     comfy_stub.STATE.interrupt_on = None
     with pytest.raises(ValueError, match="Exemplar Style From Image: face: connect the face"):
-        make(model_d, astronaut_image, False, 0, 0.05, "32", "l2")
+        make(bundle_d, astronaut_image, False, 0, 0.05, "32", "l2")
     with pytest.raises(ValueError, match="Exemplar Style From Image: vtoonify_model: .*VToonify-D"):
-        make(model_t, astronaut_image, True, 0, 0.05, "32", "l2")
+        make(bundle_t, astronaut_image, True, 0, 0.05, "32", "l2")

@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from vtoonify_core import flow as vflow
-from vtoonify_core.temporal import (
-    Deflicker, chunk_with_context, deflicker, fuse_window, smooth_parsing, warping_error,
+from vtoonify_core.temporal import flow as vflow
+from vtoonify_core.temporal.deflicker import Deflicker, deflicker, warping_error
+from vtoonify_core.temporal.smoothing import (
+    chunk_with_context,
+    fuse_window,
+    smooth_parsing,
 )
 
 BASE = 384  # base image size; the frames look at the face region of it

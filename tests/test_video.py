@@ -10,8 +10,6 @@ comparable frame for frame with the in-memory pipeline. Models are the stand-in 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,12 +20,17 @@ import torch
 av = pytest.importorskip("av", reason="PyAV (pip install av) is needed for video files")
 skdata = pytest.importorskip("skimage.data")
 
-import cv2  # noqa: E402
 
 from vtoonify_core import video  # noqa: E402
-from vtoonify_core.faces import NoFaceError  # noqa: E402
-from vtoonify_core.pipeline import (InputError, extract_style, load_model, plan_clip,  # noqa: E402
-                                    style_from_image, stylize_clip)
+from vtoonify_core.errors import (
+    InputError,
+    NoFaceError,  # noqa: E402
+    VideoError,
+)
+from vtoonify_core.models.bundle import load_model
+from vtoonify_core.pipeline.clip import plan_clip, stylize_clip
+from vtoonify_core.styles.codes import extract_style, style_from_image
+from vtoonify_core.testing import clips
 
 RATE = Fraction(30000, 1001)
 LOSSLESS = video.EncodeSettings("ffv1", pix_fmt="bgr0")
@@ -35,14 +38,7 @@ LOSSLESS = video.EncodeSettings("ffv1", pix_fmt="bgr0")
 
 def moving_frames(n: int, size: int, window: int = 400, blank_first: int = 0) -> list[np.ndarray]:
     """``n`` frames of the astronaut through a smoothly moving window, ``size`` x ``size`` uint8 RGB."""
-    img = skdata.astronaut()
-    out = []
-    for i in range(n):
-        t = i / max(1, n - 1)
-        x0, y0 = int(30 + 50 * t), int(20 + 30 * np.sin(np.pi * t))
-        frame = cv2.resize(img[y0:y0 + window, x0:x0 + window], (size, size), interpolation=cv2.INTER_AREA)
-        out.append(np.zeros_like(frame) if i < blank_first else frame)
-    return out
+    return clips.moving_window(skdata.astronaut(), n, size, window=window, travel=(50, 30), blank_first=blank_first)
 
 
 def decode_all(path) -> np.ndarray:
@@ -62,21 +58,21 @@ def clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_d(vtoonify_d_path, bisenet_path, exstyle_path):
+def bundle_d(vtoonify_d_path, bisenet_path, exstyle_path):
     return load_model(vtoonify_d_path, None, bisenet_path)
 
 
 @pytest.fixture(scope="module")
-def style_d(model_d):
-    return extract_style(model_d, None, 1, True)
+def style_d(bundle_d):
+    return extract_style(bundle_d, None, 1, True)
 
 
 @pytest.fixture(scope="module")
-def whole_run(tmp_path_factory, model_d, style_d, clip):
+def whole_run(tmp_path_factory, bundle_d, style_d, clip):
     """One uninterrupted whole-frame run: chunks of 4 frames, batches of 2, lossless output."""
     out = tmp_path_factory.mktemp("whole") / "out.mkv"
     calls = []
-    result = video.stylize_video(model_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=4, batch_size=2,
+    result = video.stylize_video(bundle_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=4, batch_size=2,
                                  encode=LOSSLESS, progress=lambda d, t: calls.append((d, t)))
     return result, calls
 
@@ -125,18 +121,18 @@ def test_display_rotation_is_applied(tmp_path):
 def test_unreadable_and_missing_files(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"this is not a video")
-    with pytest.raises(video.VideoError, match="cannot read video"):
+    with pytest.raises(VideoError, match="cannot read video"):
         video.probe_video(bad)
-    with pytest.raises(video.VideoError, match="not found"):
+    with pytest.raises(VideoError, match="not found"):
         video.probe_video(tmp_path / "missing.mp4")
-    with pytest.raises(video.VideoError, match="unsupported output container"):
+    with pytest.raises(VideoError, match="unsupported output container"):
         video.EncodeSettings().resolve(".avi")
 
 
 # ---------------------------------------------------------------------------------------------- streaming
 
 
-def test_stream_equals_in_memory_pipeline(whole_run, model_d, style_d, clip):
+def test_stream_equals_in_memory_pipeline(whole_run, bundle_d, style_d, clip):
     result, calls = whole_run
     assert result.frames == 12 and result.chunks == 3 and result.chunks_run == 3 and not result.resumed
     assert not result.job.work_path.exists()  # removed after the mux
@@ -147,11 +143,11 @@ def test_stream_equals_in_memory_pipeline(whole_run, model_d, style_d, clip):
     assert audio_payloads(result.output) == audio_payloads(clip)
     # the same frames as the in-memory pipeline on the decoded clip (same batches of 2)
     frames = torch.from_numpy(decode_all(clip)).permute(0, 3, 1, 2)
-    ref, _ = stylize_clip(model_d, frames, style_d, 0.5, crop_mode="whole", batch_size=2)
+    ref, _ = stylize_clip(bundle_d, frames, style_d, 0.5, crop_mode="whole", batch_size=2)
     assert np.array_equal(decode_all(result.output), video.to_uint8_hwc(ref))
 
 
-def test_interrupted_run_resumes_and_equals_uninterrupted(tmp_path, whole_run, model_d, style_d, clip):
+def test_interrupted_run_resumes_and_equals_uninterrupted(tmp_path, whole_run, bundle_d, style_d, clip):
     out = tmp_path / "out.mkv"
 
     class Stop(Exception):
@@ -162,7 +158,7 @@ def test_interrupted_run_resumes_and_equals_uninterrupted(tmp_path, whole_run, m
             raise Stop()
 
     with pytest.raises(Stop):
-        video.stylize_video(model_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=4, batch_size=2,
+        video.stylize_video(bundle_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=4, batch_size=2,
                             encode=LOSSLESS, on_chunk=stop_after_two)
     work = video.default_work_dir(out)
     manifest = json.loads((work / "manifest.json").read_text())
@@ -171,33 +167,33 @@ def test_interrupted_run_resumes_and_equals_uninterrupted(tmp_path, whole_run, m
     assert not out.exists()
 
     seen = []
-    resumed = video.stylize_video(model_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=4, batch_size=2,
+    resumed = video.stylize_video(bundle_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=4, batch_size=2,
                                   encode=LOSSLESS, on_chunk=lambda k, job: seen.append(k))
     assert seen == [2] and resumed.chunks_run == 1 and resumed.resumed
     assert np.array_equal(decode_all(out), decode_all(whole_run[0].output))
     assert audio_payloads(out) == audio_payloads(clip)
 
 
-def test_manifest_resumes_only_the_same_settings(tmp_path, model_d, style_d, clip):
+def test_manifest_resumes_only_the_same_settings(tmp_path, bundle_d, style_d, clip):
     out = tmp_path / "out.mp4"
-    job = video.prepare_job(model_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=5)
+    job = video.prepare_job(bundle_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=5)
     assert len(job.chunks) == 3 and job.pending == [0, 1, 2]
     assert [c.start for c in job.chunks] == [0, 5, 10] and job.chunks[1].pts == 5 * 1001
     job.segment_path(0).write_bytes(b"segment")
     job.mark_done(0, 5, 0)
-    again = video.prepare_job(model_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=5)
+    again = video.prepare_job(bundle_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=5)
     assert again.pending == [1, 2] and again.settings_hash == job.settings_hash
     assert torch.equal(again.style.wplus, style_d.wplus)
-    other = video.prepare_job(model_d, clip, out, style_d, 0.7, crop_mode="whole", chunk_size=5)
+    other = video.prepare_job(bundle_d, clip, out, style_d, 0.7, crop_mode="whole", chunk_size=5)
     assert other.pending == [0, 1, 2] and other.settings_hash != job.settings_hash
     assert not job.segment_path(0).exists()
     # batch size and device are not part of the settings; chunk size and codec are
     base = dict(style=style_d, style_id=0, color_transfer=False, d_s=0.5, crop_mode="whole", face_padding=200,
                 chunk_size=5, encode=video.EncodeSettings().resolve(".mp4"))
-    h = video.settings_hash(video.job_settings(model_d, clip, out, **base))
+    h = video.settings_hash(video.job_settings(bundle_d, clip, out, **base))
     assert h == job.settings_hash
-    assert video.settings_hash(video.job_settings(model_d, clip, out, **{**base, "chunk_size": 6})) != h
-    assert video.settings_hash(video.job_settings(model_d, clip, out, **{
+    assert video.settings_hash(video.job_settings(bundle_d, clip, out, **{**base, "chunk_size": 6})) != h
+    assert video.settings_hash(video.job_settings(bundle_d, clip, out, **{
         **base, "encode": video.EncodeSettings(crf=30).resolve(".mp4")})) != h
 
 
@@ -225,45 +221,25 @@ def test_face_mode_geometry_and_style_from_first_face(tmp_path, vtoonify_t_path,
     assert np.array_equal(got, video.to_uint8_hwc(ref))
 
 
-def test_no_face_in_video(tmp_path, model_d, style_d):
+def test_no_face_in_video(tmp_path, bundle_d, style_d):
     pytest.importorskip("dlib", reason="face detection needs dlib")
     src = video.write_video(tmp_path / "blank.mp4", [np.full((32, 32, 3), 90, np.uint8)] * 3, 25)
     with pytest.raises(NoFaceError, match="any of the 3 frames"):
-        video.stylize_video(model_d, src, tmp_path / "o.mp4", style_d, crop_mode="face")
+        video.stylize_video(bundle_d, src, tmp_path / "o.mp4", style_d, crop_mode="face")
 
 
 # ---------------------------------------------------------------------------------------------- the node
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory, vtoonify_d_path, psp_path, bisenet_path, exstyle_path):
-    """The pack loaded with the fake ComfyUI of tests/comfy_stub.py and an output folder."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import comfy_stub
-
-    models = tmp_path_factory.mktemp("node_models")
-    folder = models / "vtoonify"
-    folder.mkdir()
-    os.symlink(vtoonify_d_path.parent, folder / "vtoonify_d_cartoon")
-    os.symlink(psp_path, folder / "encoder.pt")
-    os.symlink(bisenet_path, folder / "faceparsing.pth")
-    comfy_stub.install(models)
-    output = tmp_path_factory.mktemp("comfy_output")
-    fp = sys.modules["folder_paths"]
-    fp.get_output_directory = lambda: str(output)
-    fp.get_input_directory = lambda: str(models)
-    fp.get_annotated_filepath = lambda name, default_dir=None: os.path.join(str(models), name)
-    pack = comfy_stub.load_pack()
-    from importlib import import_module
-
-    node_module = import_module(pack.__name__ + ".nodes.video")
-    loader = pack.NODE_CLASS_MAPPINGS["VToonifyLoadModel"]()
+def comfy(fake_comfy):
+    """The video node module, a loaded VToonify-D bundle and the output folder of the fake ComfyUI."""
+    loader = fake_comfy.pack.NODE_CLASS_MAPPINGS["VToonifyLoadModel"]()
     model, _ = loader.load("vtoonify_d_cartoon/vtoonify_s_d.pt", "encoder.pt", "faceparsing.pth", "auto", "cpu",
                            "fp32", False)
-    yield node_module, model, output, comfy_stub
-    pack.free_cache()
-    comfy_stub.uninstall()
-    sys.path.remove(str(Path(__file__).parent))
+    import comfy_stub
+
+    return fake_comfy.module("nodes.video"), model, fake_comfy.output, comfy_stub
 
 
 def test_node_stylize_video_file(comfy, tmp_path):
@@ -302,13 +278,13 @@ def test_node_stylize_video_file(comfy, tmp_path):
         run(model, str(tmp_path / "missing.mp4"), **kwargs)
 
 
-def test_automatic_batch_size_gives_the_same_video(tmp_path, model_d, style_d, clip, whole_run):
+def test_automatic_batch_size_gives_the_same_video(tmp_path, bundle_d, style_d, clip, whole_run):
     """``batch_size=0`` (as many frames as fit in the free memory) changes nothing in the output."""
     result, _ = whole_run
     out = tmp_path / "auto.mkv"
-    video.stylize_video(model_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=4, batch_size=0,
+    video.stylize_video(bundle_d, clip, out, style_d, 0.5, crop_mode="whole", chunk_size=4, batch_size=0,
                         encode=LOSSLESS)
     a, b = decode_all(out).astype(int), decode_all(result.output).astype(int)
     assert a.shape == b.shape and np.abs(a - b).max() <= 1  # other batch sizes round the sums differently
     with pytest.raises(InputError, match="batch_size.*0 \\(automatic"):
-        video.stylize_video(model_d, clip, tmp_path / "bad.mkv", style_d, 0.5, crop_mode="whole", batch_size=-1)
+        video.stylize_video(bundle_d, clip, tmp_path / "bad.mkv", style_d, 0.5, crop_mode="whole", batch_size=-1)

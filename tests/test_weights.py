@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from vtoonify_core import CheckpointError, load_exstyles, read_checkpoint, standin
+from vtoonify_core import CheckpointError, load_exstyles, read_checkpoint
 from vtoonify_core.convert import convert
+from vtoonify_core.testing import standin
 from vtoonify_core.weights import detect_kind
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,9 @@ from typing import Union
 
 import torch
 
-from .exstyle import load_exstyles, save_exstyles
-from .weights import CheckpointError, read_checkpoint, save_safetensors
+from .errors import CheckpointError
+from .models.exstyle import load_exstyles, save_exstyles
+from .weights import read_checkpoint, save_safetensors
 
 FORMAT = "vtoonify_core/1"
 BACKBONE = {"vtoonify_t": "toonify", "vtoonify_d": "dualstylegan"}

@@ -1,24 +1,6 @@
 """The official VToonify release: every checkpoint file, where it is hosted and what it supports.
 
-Pure data and name parsing (no ComfyUI, no torch), used by the command line (:mod:`.__main__`) and
-the pack's loader node for its choices, its downloads and its messages. Names are paths relative to ``models/vtoonify`` with ``/``.
-
-Sources of the facts
---------------------
-* **Hugging Face** ``PKUWilliamYang/VToonify``, branch main, folder ``models/`` (unchanged since
-  its commit 90c477f, October 2022): ``encoder.pt``, ``faceparsing.pth`` and the folders
-  ``vtoonify_d_<style>`` only, with the files listed in :data:`HUB_CHECKPOINTS` and an
-  ``exstyle_code.npy`` in each. No VToonify-T file is there. ``download_missing`` fetches from
-  here.
-* **Google Drive** (README of github.com/williamyang1991/VToonify, section "Pre-trained
-  Models"): one folder per style and model family (:data:`DRIVE_FOLDERS`). Its
-  ``checkpoint/README.md`` names ``vtoonify_t_<style>/vtoonify.pt`` (VToonify-T) and
-  ``vtoonify_d_cartoon/vtoonify_s_d_c.pt``; the layout there gives every ``vtoonify_d_<style>``
-  folder a ``vtoonify_s_d.pt`` as well, which this pack has always offered for the caricature
-  and illustration styles too. Files only on Drive are downloaded by hand.
-* **Name suffixes** of VToonify-D (same README): ``_sNNN`` only the exemplar style NNN, ``_s``
-  any exemplar style; ``_dX`` only the style degree X, ``_d`` degrees from 0 to 1; ``_c``
-  colour transfer.
+Details: docs/design.md, ``vtoonify_core/official.py``.
 """
 from __future__ import annotations
 
@@ -35,6 +17,8 @@ DRIVE_ALL_URL = "https://drive.google.com/drive/folders/1Nmbz9zBM78I1nRVokhHLuBK
 ENCODER_FILE = "encoder.pt"
 PARSER_FILE = "faceparsing.pth"
 EXSTYLE_FILE = "exstyle_code.npy"
+#: The checkpoint the loader and the command line pick when none is named (on Hugging Face).
+DEFAULT_CHECKPOINT = "vtoonify_d_cartoon/vtoonify_s_d.pt"
 T_FILE = "vtoonify.pt"
 
 D_STYLES = ("arcane", "caricature", "cartoon", "comic", "illustration", "pixar")

@@ -1,15 +1,6 @@
 """Reading and checking checkpoint files, safely.
 
-Every loader of this library goes through :func:`read_checkpoint`, which never runs pickled
-code: ``.pt``/``.pth`` files are read with ``torch.load(weights_only=True)`` (tensors, dicts,
-lists, strings and numbers only), ``.safetensors`` files with the ``safetensors`` reader, and the
-official ``exstyle_code.npy`` (a pickled dict of numpy arrays) with a restricted unpickler in
-:mod:`vtoonify_core.exstyle`.
-
-A checkpoint is reduced to a flat ``{name: tensor}`` dict plus string metadata; its *kind* is
-recognised from its keys (:func:`detect_kind`) so that a wrong file gets a message that says what
-it is and what was expected, and :func:`check_state_dict` compares every key and shape with the
-module that will receive them before anything is loaded.
+Details: docs/design.md, ``vtoonify_core/weights.py``.
 """
 from __future__ import annotations
 
@@ -23,6 +14,8 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import nn
 
+from .errors import CheckpointError
+
 PathLike = Union[str, Path]
 
 #: Human names of the checkpoint kinds, for messages.
@@ -33,10 +26,6 @@ KIND_NAMES = {
     "bisenet": "BiSeNet face parser, faceparsing.pth",
     "exstyle": "exemplar style codes, exstyle_code.npy",
 }
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, of the wrong kind or does not fit the network."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The batch client (vtoonify_core.queue) against a real ComfyUI 0.30 server.
+"""The batch client (vtoonify_core.batch.client) against a real ComfyUI 0.30 server.
 
 The stand-in checkpoints go into the server's ``models/vtoonify`` in the official layout. The
 client queues several prompts from the API workflows in ``workflows/api/``, spread over two
@@ -24,8 +24,8 @@ skdata = pytest.importorskip("skimage.data")
 
 import cv2  # noqa: E402
 
-from vtoonify_core import queue as batch  # noqa: E402
 from vtoonify_core import video  # noqa: E402
+from vtoonify_core.batch import client as batch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows" / "api"

@@ -34,9 +34,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from workflow_specs import (D_CARTOON, ENCODER, EXAMPLE_CLIP, EXAMPLE_IMAGE, PARSER, REFERENCE_IMAGE, T_CARTOON,
-                            UPSCALER, WORKFLOWS)
+from workflow_specs import (
+    D_CARTOON,
+    ENCODER,
+    EXAMPLE_CLIP,
+    EXAMPLE_IMAGE,
+    PARSER,
+    REFERENCE_IMAGE,
+    T_CARTOON,
+    UPSCALER,
+    WORKFLOWS,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -263,7 +271,7 @@ def assert_picture(img: np.ndarray, shape: tuple[int, int]) -> None:
 
 def face_output_size(frames: list[np.ndarray]) -> tuple[int, int]:
     """(h, w) of Stylize Frames' output in face mode: 4x the official crop of these frames."""
-    from vtoonify_core.pipeline import plan_clip
+    from vtoonify_core.pipeline.clip import plan_clip
 
     t = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
     plan = plan_clip(t, "face", input_range=(0.0, 1.0))
@@ -277,7 +285,7 @@ def face_output_size(frames: list[np.ndarray]) -> tuple[int, int]:
 def workflow_env(comfy_server, vtoonify_t_path, vtoonify_d_path, psp_path, bisenet_path):
     """The server with the official model names in place and the example images uploaded; returns the
     expected output sizes."""
-    from vtoonify_core import standin
+    from vtoonify_core.testing import standin
 
     root = comfy_server.base / "models" / "vtoonify"
     for rel, src in ((T_CARTOON, vtoonify_t_path), (D_CARTOON, vtoonify_d_path), (ENCODER, psp_path),
