@@ -9,8 +9,10 @@ status and that a user error prints no traceback.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -149,3 +151,73 @@ def test_compile_option_reaches_the_generator(tmp_path, models, monkeypatch):
     assert main([*base, "--compile", "max-autotune"]) == 0
     assert seen == ["max-autotune"]
     assert video.read_image(out).shape == (256, 256, 3)
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_model_loads(tmp_path, clip, capsys):
+    """No models folder is given: had the models been loaded first, the error would be about them."""
+    nowhere = ["--models-dir", str(tmp_path / "no_models"), *FAST]
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    cases = {
+        str(a_file / "o.mp4"): "is a file, not a folder",
+        str(tmp_path): "is a folder: give a file name",
+        str(clip): "is the input file",
+        "/proc/vtoonify/o.mp4": "cannot write to /proc/vtoonify",
+    }
+    for out, expect in cases.items():
+        t0 = time.perf_counter()
+        assert main(["stylize", str(clip), out, *nowhere]) == 2, out
+        err = capsys.readouterr().err
+        assert expect in err and "Traceback" not in err and "models" not in err.split("error:")[1][:40], err
+        assert time.perf_counter() - t0 < 5
+    deep = tmp_path / "new" / "folders" / "o.mp4"
+    assert main(["stylize", str(clip), str(deep), *nowhere]) == 2
+    assert deep.parent.is_dir()  # missing folders are made; the error is then the missing models
+    assert "VTOONIFY_MODELS" in capsys.readouterr().err
+
+
+def test_inputs_that_are_no_video_get_what_they_are(tmp_path, capsys):
+    nowhere = ["--models-dir", str(tmp_path / "no_models"), *FAST]
+    folder = tmp_path / "clips.mp4"
+    folder.mkdir()
+    assert main(["stylize", str(folder), str(tmp_path / "o.mp4"), *nowhere]) == 2
+    assert "is a folder, not a video file" in capsys.readouterr().err
+    still = tmp_path / "still.mp4"  # a PNG behind a video extension
+    video.write_image(tmp_path / "still.png", np.full((32, 32, 3), 90, np.uint8))
+    still.write_bytes((tmp_path / "still.png").read_bytes())
+    assert main(["stylize", str(still), str(tmp_path / "o.mp4"), *nowhere]) == 2
+    assert "is a still image (PNG), not a video" in capsys.readouterr().err
+
+
+def test_help_names_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["stylize", "--help"])
+    text = capsys.readouterr().out
+    options = re.split(r"\n  (?=-)", text.split("options:")[1])
+    assert len(options) > 20
+    for option in options:
+        assert len(re.findall(r"\(default\b", option)) <= 1, option
+    assert "(default: 26)" in text and "(default: None)" not in text
+
+
+def test_interrupt_message_starts_below_the_progress_bar(tmp_path, models, clip, monkeypatch, capsys):
+    def interrupted(*args, progress=None, **kwargs):
+        progress(3, 16)  # the bar is drawn
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video, "stylize_video", interrupted)
+    rc = main(["stylize", str(clip), str(tmp_path / "o.mp4"), "--models-dir", str(models), "--crop", "whole",
+               "--color-transfer", "--style-id", "1", "--device", "cpu", "--precision", "fp32"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "3/16" in err
+    assert "\ninterrupted" in err
+
+
+def test_no_face_advice_fits_the_crop_mode(tmp_path, models, capsys):
+    pytest.importorskip("dlib", reason="face detection needs dlib")
+    base = ["--models-dir", str(models), "--model", "vtoonify_t_cartoon/vtoonify.pt", *FAST]
+    blank = video.write_video(tmp_path / "blank.mp4", [np.full((32, 32, 3), 80, np.uint8)] * 2, 25)
+    assert main(["stylize", str(blank), str(tmp_path / "o.mp4"), "--crop", "whole", *base]) == 2
+    err = capsys.readouterr().err
+    assert "No face" in err and "'whole frame'" not in err and "--crop whole" not in err
+    assert "style code extracted from another image" in err

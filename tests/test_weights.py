@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,32 @@ def test_truncated_safetensors_is_refused(bisenet_path, tmp_path):
     bad.write_bytes(good.read_bytes()[:-1000])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         read_checkpoint(bad)
+
+
+@pytest.mark.parametrize("content", [os.urandom(4096), b"", b"\x80\x02" + os.urandom(512), b"PK\x03\x04" + os.urandom(64)],
+                         ids=["random", "empty", "pickle-like", "zip-like"])
+def test_bytes_that_are_no_checkpoint_are_called_damaged_not_foreign(content, tmp_path):
+    """Random bytes are a damaged or wrong file, not "Python objects other than tensors"."""
+    path = tmp_path / "vtoonify.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    msg = str(err.value)
+    assert "download it again" in msg and "Python objects" not in msg and str(path) in msg
+
+
+def test_exemplar_codes_with_nan_are_refused_naming_the_file(exstyle_path, tmp_path):
+    styles = load_exstyles(exstyle_path)
+    for bad_rows, expect in (([1], "style(s) 1"), (list(range(len(styles.names))), "every style")):
+        codes = styles.codes.clone()
+        codes[bad_rows] = float("nan")
+        path = tmp_path / f"exstyle_code_{len(bad_rows)}.safetensors"
+        from vtoonify_core.models.exstyle import ExStyles, save_exstyles
+
+        save_exstyles(ExStyles(styles.names, codes), path)
+        with pytest.raises(CheckpointError, match=re.escape(expect)) as err:
+            load_exstyles(path)
+        assert str(path) in str(err.value) and "NaN" in str(err.value)
 
 
 def test_pickle_with_a_foreign_global_is_refused_and_never_runs(tmp_path):

@@ -5,9 +5,11 @@ Usage: :data:`USAGE` (shown by ``--help``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +23,7 @@ from .errors import (
     UsageError,
     VideoError,
 )
+from .faces.base import CROP_ADVICE
 from .models.bundle import load_model
 from .official import (
     D_STYLES,
@@ -142,13 +145,52 @@ def load_cli_model(args: argparse.Namespace):
     return model
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` once: not where the help text names the default already, nor for unset options."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def check_output(src: Path, dst: Path, work_dir: Optional[str] = None) -> None:
+    """Refuse an output that cannot be written before any model is loaded (seconds later), and create
+    its missing folders.
+
+    Raises:
+        UsageError: ``dst`` is the input or a folder, or a folder on its way is a file or not writable.
+    """
+    if dst.is_dir():
+        raise UsageError(f"OUT {dst} is a folder: give a file name, e.g. {dst / ('toon' + src.suffix)}")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise UsageError(f"OUT {dst} is the input file: choose another file name")
+    for folder in [dst.parent] + ([Path(work_dir)] if work_dir else []):
+        _writable_folder(folder)
+
+
+def _writable_folder(folder: Path) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot write to {folder}: {existing} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write to {folder}: {exc.strerror or exc}; choose a folder you can write to") from None
+
+
 def _add_stylize(sub) -> None:
     p = sub.add_parser(
         "stylize", help="toonify a video or an image, file to file (resumable, audio kept)",
         description="Toonify a video (streamed chunk by chunk: flat memory, frame rate, audio and colour range kept; "
                     "an interrupted run resumes when the same command is run again) or an image. The style code "
                     "comes from the first frame with a face.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     p.add_argument("input", metavar="IN", help="video (mp4, mov, mkv, webm, ...) or image (png, jpg, ...)")
     p.add_argument("output", metavar="OUT", help="output file: .mp4/.m4v/.mov/.mkv/.webm for videos, an image "
                                                  "extension for images")
@@ -170,7 +212,8 @@ def _add_stylize(sub) -> None:
     p.add_argument("--chunk-size", type=int, default=32, help="frames per resumable chunk")
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                   help="auto = the fastest safe precision of the device (fp32 on most CPUs)")
+                   help="auto = the fastest safe precision of the device: bf16 on CUDA GPUs that have it, else fp16; "
+                        "bf16 on CPUs with AMX-BF16; fp32 elsewhere")
     p.add_argument("--compile", choices=("off", "default", "max-autotune", "reduce-overhead"), default="off",
                    help="torch.compile the generator (minutes of compilation once per frame size, then faster "
                         "frames on long videos; reduce-overhead adds CUDA graphs on CUDA); off = eager")
@@ -194,11 +237,34 @@ def _progress_bar(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True, file=sys.stderr)
 
 
+def _close(bar) -> None:
+    """Close the progress bar (once), ending its line, so what is printed next starts on a new line."""
+    if bar is not None and not getattr(bar, "disable", True):
+        bar.close()
+
+
+@contextlib.contextmanager
+def _logs_above(bar):
+    """While the bar runs, log records are written above it instead of onto its line."""
+    if bar is None:
+        yield
+        return
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+    except ImportError:
+        yield
+        return
+    with logging_redirect_tqdm(loggers=[logging.getLogger("vtoonify"), logging.getLogger()]):
+        yield
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     """Run ``stylize``; returns the exit status (user errors raise :class:`UsageError`)."""
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
         raise UsageError(f"input not found: {src}")
+    if dst.is_dir():
+        raise UsageError(f"OUT {dst} is a folder: give a file name, e.g. {dst / ('toon' + src.suffix)}")
     image = video.is_image_path(src)
     if image != video.is_image_path(dst):
         kind = (f"an image ({', '.join(IMAGE_EXTENSIONS)})" if image
@@ -208,6 +274,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if not image:
         video.probe_video(src)  # unreadable input fails before the models load
         video.EncodeSettings(args.codec, args.crf, args.pix_fmt).resolve(dst.suffix)
+    check_output(src, dst, None if image else args.work_dir)
     model = load_cli_model(args)
     model.generator.compile_mode = None if args.compile == "off" else args.compile
     if not args.quiet:
@@ -232,20 +299,21 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         state["job"] = job
 
     try:
-        result = video.stylize_video(model, src, dst, None, args.style_degree, style_id=args.style_id,
-                                     color_transfer=args.color_transfer, crop_mode=args.crop,
-                                     face_padding=args.face_padding, batch_size=args.batch_size,
-                                     chunk_size=args.chunk_size, encode=encode, work_dir=args.work_dir,
-                                     resume=not args.restart, keep_work=args.keep_work, progress=progress,
-                                     on_chunk=on_chunk)
+        with _logs_above(bar):
+            result = video.stylize_video(model, src, dst, None, args.style_degree, style_id=args.style_id,
+                                         color_transfer=args.color_transfer, crop_mode=args.crop,
+                                         face_padding=args.face_padding, batch_size=args.batch_size,
+                                         chunk_size=args.chunk_size, encode=encode, work_dir=args.work_dir,
+                                         resume=not args.restart, keep_work=args.keep_work, progress=progress,
+                                         on_chunk=on_chunk)
     except KeyboardInterrupt:
+        _close(bar)  # the message goes below the bar, not onto its line
         job = state.get("job")
         done = "" if job is None else f" ({len(job.chunks) - len(job.pending)} of {len(job.chunks)} chunks done)"
         print(f"interrupted{done}; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        if bar is not None:
-            bar.close()
+        _close(bar)
     h, w = result.job.output_size
     note = (f", resumed: {result.chunks - result.chunks_run} of {result.chunks} chunks were done"
             if result.resumed else "")
@@ -284,7 +352,8 @@ def _run_user_errors(fn) -> int:
     try:
         return fn()
     except NoFaceError as exc:
-        print(f"error: {exc} (on the command line: --crop whole)", file=sys.stderr)
+        hint = "--crop whole" if CROP_ADVICE in str(exc) else "--style-id N --color-transfer (VToonify-D)"
+        print(f"error: {exc} (on the command line: {hint})", file=sys.stderr)
         return EXIT_USER_ERROR
     except (UsageError, VideoError, InputError, CheckpointError, FaceBackendUnavailableError, FileNotFoundError,
             ImportError) as exc:

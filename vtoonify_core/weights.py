@@ -67,11 +67,32 @@ def _describe(kind: str) -> str:
     return KIND_NAMES.get(kind, "a file this library does not recognise")
 
 
+#: How files written by ``torch.save`` begin: a zip archive, or (legacy format) the pickled magic number.
+PT_SIGNATURES = (b"PK\x03\x04", b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19")
+
+
+def _check_pt_signature(path: Path) -> None:
+    """Refuse a file that does not begin like a ``torch.save`` file, before any unpickling."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(max(len(s) for s in PT_SIGNATURES))
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot open this file ({e.strerror or e}).") from None
+    if not any(head.startswith(s) for s in PT_SIGNATURES):
+        what = "it is empty" if not head else "it does not begin like a file written by torch.save"
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({what}). The file is corrupt, truncated or of "
+                              f"another kind: download it again.")
+
+
 def _read_pt(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read an official ``.pt``/``.pth`` file without unpickling code."""
+    _check_pt_signature(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # a pickle stream torch cannot parse: damaged, not foreign
+            raise CheckpointError(f"{path}: cannot read this checkpoint: its data is damaged (the file is corrupt "
+                                  f"or truncated): download it again.") from None
         raise CheckpointError(
             f"{path}: refused to load: the file contains Python objects other than tensors and plain "
             f"containers, and this library never unpickles code ({str(e).splitlines()[0]}). Use the "
@@ -79,10 +100,8 @@ def _read_pt(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             f"`python -m vtoonify_core convert SRC DST`."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(
-            f"{path}: cannot read this checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
-            f"The file is probably truncated or corrupt: download it again."
-        ) from None
+        raise CheckpointError(f"{path}: cannot read this checkpoint: the file is truncated or corrupt "
+                              f"({type(e).__name__}): download it again.") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}.")
     meta: dict[str, str] = {}

@@ -26,8 +26,16 @@ FACE_ORDERS = ("score", "official", "largest", "left_to_right")
 NUM_LANDMARKS = 68
 
 
-def no_face_message(where: str = "the image", upsample: Optional[int] = None) -> str:
-    """The message of :class:`NoFaceError`, saying what to do about it."""
+#: What to do without a face when it was needed for the face crop.
+CROP_ADVICE = "or switch the crop mode to 'whole frame' (no face crop) to stylize the frames as they are"
+#: What to do without a face when it was needed for a style code (any crop mode).
+STYLE_ADVICE = ("or give the style another way: a style code extracted from another image, or for VToonify-D "
+                "colour transfer on (the exemplar's code alone needs no face)")
+
+
+def no_face_message(where: str = "the image", upsample: Optional[int] = None, advice: str = CROP_ADVICE) -> str:
+    """The message of :class:`NoFaceError`, saying what to do about it (``advice``: the way out that
+    fits what the face was needed for, :data:`CROP_ADVICE` or :data:`STYLE_ADVICE`)."""
     hint_up = ""
     if upsample is not None:
         hint_up = (
@@ -36,8 +44,7 @@ def no_face_message(where: str = "the image", upsample: Optional[int] = None) ->
         )
     return (
         f"No face was detected in {where}. Use a frame where the face is clearly visible, "
-        f"roughly frontal and not too small, or switch the crop mode to 'whole frame' "
-        f"(no face crop) to stylize the frames as they are." + hint_up
+        f"roughly frontal and not too small, {advice}." + hint_up
     )
 
 

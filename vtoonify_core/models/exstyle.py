@@ -109,7 +109,6 @@ def load_exstyles(path: Union[str, Path]) -> ExStyles:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file.")
     if path.suffix == ".safetensors":
-
         ckpt = read_checkpoint(path)
         if "codes" not in ckpt.tensors or ckpt.metadata.get("kind", "exstyle") != "exstyle":
             kind = ckpt.metadata.get("kind") or detect_kind(ckpt.tensors)
@@ -118,10 +117,21 @@ def load_exstyles(path: Union[str, Path]) -> ExStyles:
         names = json.loads(ckpt.metadata.get("names", "[]")) or [f"style {i}" for i in range(codes.shape[0])]
         if codes.ndim != 3 or codes.shape[1:] != (18, 512) or len(names) != codes.shape[0]:
             raise CheckpointError(f"{path}: malformed exemplar codes {tuple(codes.shape)} with {len(names)} names.")
-        return ExStyles(names, codes)
+        return _checked(ExStyles(names, codes), path)
     if path.suffix != ".npy":
         raise CheckpointError(f"{path}: exemplar codes are read from exstyle_code.npy or .safetensors.")
-    return _codes_from_obj(_read_npy(path), path)
+    return _checked(_codes_from_obj(_read_npy(path), path), path)
+
+
+def _checked(styles: ExStyles, path: Path) -> ExStyles:
+    """Refuse codes with NaN or infinite values, naming the file and the styles."""
+    bad = (~torch.isfinite(styles.codes).flatten(1).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        which = "every style" if len(bad) == len(styles.names) else \
+            "style(s) " + ", ".join(f"{i} ({styles.names[i]})" for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise CheckpointError(f"{path}: the exemplar codes of {which} contain NaN or infinite values: the file is "
+                              f"damaged; download exstyle_code.npy again.")
+    return styles
 
 
 def save_exstyles(styles: ExStyles, path: Union[str, Path]) -> Path:

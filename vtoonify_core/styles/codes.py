@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..errors import FaceBackendUnavailableError, InputError, NoFaceError
 from ..faces.align import align_face
-from ..faces.base import no_face_message
+from ..faces.base import STYLE_ADVICE, no_face_message
 from ..faces.crop import official_crop
 from ..faces.detect import detect_faces
 from ..models.bundle import VToonifyModel
@@ -110,7 +110,7 @@ def prepare_style_image(image: np.ndarray, *, backend="dlib", face_padding: int 
     """
     faces = detect_faces(image, backend=backend)
     if not faces:
-        raise NoFaceError(no_face_message("the image"))
+        raise NoFaceError(no_face_message("the image", advice=STYLE_ADVICE))
     face = faces[0]
     pad = (int(face_padding),) * 4
     try:

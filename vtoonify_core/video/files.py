@@ -102,13 +102,20 @@ def is_image_path(path: PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def check_file(path: PathLike, what: str = "video") -> Path:
+    """``path`` as a :class:`Path` when it names an existing file; else a :class:`VideoError` that says
+    whether it is missing or a folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise VideoError(f"{p} is a folder, not a {what} file: give the path of a {what} file.")
+    if not p.is_file():
+        raise VideoError(f"{what} file not found: {p}")
+    return p
+
+
 def _open_input(path: PathLike):
     av = _require_av()
-    p = Path(path)
-    if not p.exists():
-        raise VideoError(f"video file not found: {p}")
-    if not p.is_file():
-        raise VideoError(f"not a file: {p}")
+    p = check_file(path, "video")
     try:
         container = av.open(str(p), "r")
     except av.FFmpegError as exc:
@@ -116,6 +123,12 @@ def _open_input(path: PathLike):
     if not container.streams.video:
         container.close()
         raise VideoError(f"{p} has no video stream")
+    fmt = container.format.name
+    if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg's still-image demuxers (png_pipe, jpeg_pipe, ...)
+        codec = container.streams.video[0].codec_context.name.upper()
+        container.close()
+        raise VideoError(f"{p} is a still image ({codec}), not a video: stylize it as an image (Load Image and "
+                         f"Stylize Frames, or an image file as output on the command line).")
     return container
 
 
@@ -406,9 +419,7 @@ def read_image(path: PathLike) -> np.ndarray:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    p = Path(path)
-    if not p.is_file():
-        raise VideoError(f"image file not found: {p}")
+    p = check_file(path, "image")
     try:
         with Image.open(p) as img:
             img = ImageOps.exif_transpose(img)

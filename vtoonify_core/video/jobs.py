@@ -24,7 +24,7 @@ from ..checks import (
     check_style_degree,
 )
 from ..errors import InputError, NoFaceError, VideoError
-from ..faces.base import no_face_message
+from ..faces.base import CROP_ADVICE, STYLE_ADVICE, no_face_message
 from ..faces.crop import CropGeometry
 from ..faces.detect import detect_faces
 from ..models.bundle import VToonifyModel
@@ -32,7 +32,7 @@ from ..pipeline.clip import plan_clip
 from ..styles.codes import check_style, extract_style, style_from_image
 from ..types import DEFAULT_FACE_PADDING, PathLike, StyleCode
 from .encode import EncodeSettings
-from .files import VideoInfo, _probe, iter_frames
+from .files import VideoInfo, _probe, check_file, iter_frames
 
 logger = logging.getLogger("vtoonify")
 
@@ -300,7 +300,8 @@ def find_reference(path: PathLike, crop_mode: str, face_padding: int = DEFAULT_F
     if too_small is not None:
         raise InputError("video", f"faces were found in {path} but none can be cropped ({too_small}); use crop mode "
                                   f"'whole' or a larger face padding.")
-    raise NoFaceError(no_face_message(f"any of the {total or n} frames of {path}"))
+    advice = CROP_ADVICE if crop_mode == "face" else STYLE_ADVICE  # whole mode needs the face for the style only
+    raise NoFaceError(no_face_message(f"any of the {total or n} frames of {path}", advice=advice))
 
 
 def check_settings(crop_mode: str, chunk_size: int, batch_size: int, face_padding: int) -> None:
@@ -339,8 +340,7 @@ def prepare_job(model: VToonifyModel, source: PathLike, output: PathLike, style:
     if source.resolve() == output.resolve():
         raise InputError("output", f"the output {output} is the input video; choose another file name.")
     enc = (encode or EncodeSettings()).resolve(output.suffix)
-    if not source.is_file():
-        raise VideoError(f"video file not found: {source}")
+    check_file(source, "video")
     settings = job_settings(model, source, output, style=style, style_id=style_id, color_transfer=color_transfer,
                             d_s=d_s, crop_mode=crop_mode, face_padding=face_padding, chunk_size=chunk_size,
                             encode=enc)
