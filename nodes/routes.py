@@ -148,11 +148,11 @@ class Downloads:
             watcher = threading.Thread(target=self._watch, args=(name, stop), daemon=True)
             watcher.start()
             try:
-                target = loader.download(loader._native(name), "download")
+                target = loader.download(loader._native(name), DOWNLOAD_INPUT)
                 size = target.stat().st_size
             except Exception as exc:  # noqa: BLE001 - reported to the client, the worker goes on
                 logger.warning("VToonify: download of %s failed: %s", name, exc)
-                self._update(name, status="error", error=str(exc).split("\n", 1)[0])
+                self._update(name, status="error", error=download_error_text(exc))
             else:
                 self._update(name, status="done", bytes=size, total=size)
             finally:
@@ -175,6 +175,20 @@ class Downloads:
                         except OSError:
                             pass
             self._update(name, only_if="downloading", bytes=done)
+
+
+#: the input name :func:`loader.download` prefixes its messages with (``"download: could not ..."``)
+DOWNLOAD_INPUT = "download"
+
+
+def download_error_text(exc: BaseException) -> str:
+    """The first line of a failed download's message, without the ``download: `` prefix that
+    :func:`loader.download` puts before it for node inputs (the UI says "Download failed: " itself)."""
+    text = str(exc).split("\n", 1)[0].strip()
+    prefix = DOWNLOAD_INPUT + ": "
+    while text.startswith(prefix):
+        text = text[len(prefix):]
+    return text or type(exc).__name__
 
 
 def _remote_size(name: str) -> Optional[int]:
