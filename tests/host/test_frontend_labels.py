@@ -1,6 +1,9 @@
 """What the real frontend of ComfyUI 0.30 (1.47) shows of this pack, in headless Chromium (issue 15,
 items 8 and 9):
 
+* the example workflows in the template browser, reached as the README says (left sidebar
+  *Templates*, group *Extensions*, the pack's folder name), each card with its title in full (the
+  frontend titles a custom-node template by its file name only; screenshot ``templates.png``);
 * a failed download on *Load VToonify Model* reads "Download failed: <reason>", never
   "Download failed: download: ..." (screenshot ``download_failed.png``);
 * *Pick style…* on *Extract Style Code* and the note beside it stay whole when the checkpoint's
@@ -11,6 +14,8 @@ from __future__ import annotations
 import time
 
 import pytest
+
+from workflow_specs import EXAMPLE_CLIP, TITLES
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +39,46 @@ def add_node(page, node_type: str, pos, widgets: dict | None = None) -> int:
         app.graph.setDirtyCanvas(true, true);
         return node.id;
     }""", [node_type, list(pos), widgets or {}])
+
+
+def test_templates_are_titled_under_extensions(comfy_server, browser_page):
+    page = browser_page.page
+    pack = comfy_server.pack_link.name
+    page.get_by_role("button", name="Templates", exact=True).click()  # the left sidebar's button
+    dialog = page.locator("[role=dialog]")
+    dialog.wait_for(state="visible", timeout=20000)
+    group = dialog.get_by_text("Extensions", exact=True)
+    assert group.count() == 1, "no Extensions group in the template browser"
+    entry = dialog.get_by_text(pack, exact=True)
+    entry.click()
+    cards = dialog.locator("[data-testid^=template-workflow-]")
+    cards.first.wait_for(state="visible", timeout=20000)
+    page.wait_for_function("(n) => [...document.querySelectorAll('[role=dialog] [data-testid^=template-workflow-] img')]"
+                           ".filter((i) => i.complete && i.naturalWidth > 0).length >= n", arg=len(TITLES),
+                           timeout=20000)
+    shown = page.evaluate("""() => [...document.querySelectorAll('[role=dialog] [data-testid^=template-workflow-]')].map((card) => {
+        const name = card.dataset.testid.replace('template-workflow-', '');
+        const title = [...card.querySelectorAll('[title]')].find((e) => e.textContent.trim() === e.getAttribute('title'));
+        return {name, title: title?.textContent.trim() ?? null,
+                truncated: title ? title.scrollWidth > title.clientWidth + 1 : null,
+                thumbnails: [...card.querySelectorAll('img')].map((i) => i.naturalWidth)};
+    })""")
+    browser_page.screenshot("templates")
+    assert sorted(c["name"] for c in shown) == sorted(TITLES.values()), shown
+    for card in shown:
+        assert card["title"] == card["name"], card  # the title, not a file stem like vtoonify_t_video
+        assert not card["truncated"], f"the card title {card['title']!r} is cut off"
+        assert card["thumbnails"] and all(w > 0 for w in card["thumbnails"]), card
+    # a card opens its workflow, named by its title
+    dialog.locator(f"[data-testid='template-workflow-{TITLES['vtoonify_t_video']}']").click()
+    page.wait_for_function("() => app.graph._nodes.some((n) => n.type === 'VToonifyStylizeFrames')", timeout=20000)
+    tab = page.locator(".workflow-label", has_text=TITLES["vtoonify_t_video"])
+    assert tab.count() >= 1 and tab.first.inner_text().strip() == TITLES["vtoonify_t_video"]
+    # the workflow's Load Image shows its example clip, which this server's input/ does not have
+    missing_input = f"/api/view?type=input&filename={EXAMPLE_CLIP}&"
+    errors = [e for e in browser_page.unexpected_console_errors() if missing_input not in e]
+    assert errors == [], "\n".join(browser_page.console_errors)
+    assert browser_page.external_requests == []
 
 
 def test_failed_download_reads_download_failed_once(comfy_server, browser_page):
