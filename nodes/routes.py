@@ -7,7 +7,9 @@
   file from Hugging Face (``PKUWilliamYang/VToonify``, folder ``models/``) into ``models/vtoonify``,
   in the background; progress in ``GET /vtoonify/downloads`` and in ``vtoonify.download``
   websocket events. A file of the release that is on Google Drive only is refused (409, with its
-  Drive folder): it is downloaded by hand;
+  Drive folder): it is downloaded by hand. Every malformed body (not JSON, not UTF-8, nested too
+  deeply, not an object with a string ``name``) is answered 400, one over :data:`MAX_BODY_BYTES`
+  413, another content type 415, always with a JSON ``{"error": ...}``;
 * ``GET  /vtoonify/styles?checkpoint=<name>&exstyle=<auto|name>``: the exemplar style names of a
   VToonify-D checkpoint (for the style picker of Extract Style Code).
 
@@ -19,6 +21,7 @@ they can be tested without a server; :func:`register` wires them into aiohttp.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -35,6 +38,8 @@ logger = logging.getLogger("vtoonify")
 PREFIX = "/vtoonify"
 #: websocket event carrying download progress
 DOWNLOAD_EVENT = "vtoonify.download"
+#: the largest body POST /vtoonify/download reads (a name is under 100 bytes; 413 above this)
+MAX_BODY_BYTES = 16 * 1024
 #: what each official file is, for the status line
 ROLES = {loader.ENCODER_FILE: "pSp style encoder", loader.PARSER_FILE: "BiSeNet face parser"}
 
@@ -143,11 +148,11 @@ class Downloads:
             watcher = threading.Thread(target=self._watch, args=(name, stop), daemon=True)
             watcher.start()
             try:
-                target = loader.download(loader._native(name), "download")
+                target = loader.download(loader._native(name), DOWNLOAD_INPUT)
                 size = target.stat().st_size
             except Exception as exc:  # noqa: BLE001 - reported to the client, the worker goes on
                 logger.warning("VToonify: download of %s failed: %s", name, exc)
-                self._update(name, status="error", error=str(exc).split("\n", 1)[0])
+                self._update(name, status="error", error=download_error_text(exc))
             else:
                 self._update(name, status="done", bytes=size, total=size)
             finally:
@@ -170,6 +175,20 @@ class Downloads:
                         except OSError:
                             pass
             self._update(name, only_if="downloading", bytes=done)
+
+
+#: the input name :func:`loader.download` prefixes its messages with (``"download: could not ..."``)
+DOWNLOAD_INPUT = "download"
+
+
+def download_error_text(exc: BaseException) -> str:
+    """The first line of a failed download's message, without the ``download: `` prefix that
+    :func:`loader.download` puts before it for node inputs (the UI says "Download failed: " itself)."""
+    text = str(exc).split("\n", 1)[0].strip()
+    prefix = DOWNLOAD_INPUT + ": "
+    while text.startswith(prefix):
+        text = text[len(prefix):]
+    return text or type(exc).__name__
 
 
 def _remote_size(name: str) -> Optional[int]:
@@ -230,6 +249,56 @@ def request_download(name) -> tuple[int, dict]:
     if _present(name):
         return 200, {"name": name, "status": "present"}
     return 200, DOWNLOADS.submit(name)
+
+
+BODY_HINT = 'send a JSON object {"name": "<official file name>"}'
+
+
+def body_too_large() -> tuple[int, dict]:
+    """The refusal of a body over :data:`MAX_BODY_BYTES` (413)."""
+    return 413, {"error": f"the body is larger than {MAX_BODY_BYTES} bytes: {BODY_HINT}."}
+
+
+def download_request_name(body: bytes) -> tuple[Optional[str], Optional[tuple[int, dict]]]:
+    """The ``name`` of a ``POST /vtoonify/download`` body: ``(name, None)``, or ``(None, (status,
+    payload))`` with the refusal for a malformed body.
+
+    The bytes are decoded here (strict UTF-8, then JSON) so that every malformed body gets a 4xx
+    with a message instead of an exception in the server: more than :data:`MAX_BODY_BYTES` gives
+    413; not UTF-8, not JSON, nested too deeply for the parser (RecursionError), not an object,
+    or an object without a string ``name`` give 400. Whether the name is allowed is
+    :func:`request_download`'s business.
+    """
+    if len(body) > MAX_BODY_BYTES:
+        return None, body_too_large()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, (400, {"error": f"the body is not UTF-8 ({exc.reason} at byte {exc.start}): {BODY_HINT}."})
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        return None, (400, {"error": f"the body is nested too deeply to parse: {BODY_HINT}."})
+    except ValueError as exc:
+        return None, (400, {"error": f"the body is not valid JSON ({exc}): {BODY_HINT}."})
+    if not isinstance(data, dict):
+        return None, (400, {"error": f"the body is a JSON {_json_kind(data)}, not an object: {BODY_HINT}."})
+    if "name" not in data:
+        return None, (400, {"error": f"the body has no \"name\": {BODY_HINT}."})
+    name = data["name"]
+    if not isinstance(name, str):
+        return None, (400, {"error": f"\"name\" is a JSON {_json_kind(name)}, not a string: {BODY_HINT}."})
+    return name, None
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
 def download_states() -> tuple[int, dict]:
@@ -316,13 +385,21 @@ def register(routes) -> None:
     @routes.post(PREFIX + "/download")
     async def _download(request):
         if request.content_type != "application/json":
-            return web.json_response({"error": "send JSON: {\"name\": \"<official file name>\"}"}, status=415)
-        try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"error": "the body is not valid JSON."}, status=400)
-        name = body.get("name") if isinstance(body, dict) else None
-        return reply(request_download(name))
+            return reply((415, {"error": f"the content type is {request.content_type!r}, not application/json: "
+                                         f"{BODY_HINT}."}))
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            return reply(body_too_large())
+        # at most one byte over the cap is read: enough to know it is too large, whatever the
+        # Content-Length said (chunked bodies have none)
+        body = await request.content.read(MAX_BODY_BYTES + 1)
+        while len(body) <= MAX_BODY_BYTES and not request.content.at_eof():
+            more = await request.content.read(MAX_BODY_BYTES + 1 - len(body))
+            if not more:
+                break
+            body += more
+        name, refusal = download_request_name(body)
+        return reply(refusal if refusal is not None else request_download(name))
 
     @routes.get(PREFIX + "/styles")
     async def _styles(request):

@@ -8,6 +8,10 @@ Commands (run with any Python >= 3.10; this file needs only the standard library
     python scripts/comfy_host.py start --port 8188    # start in the background, print the URL
     python scripts/comfy_host.py stop                 # stop the background server
 
+The server computes on the GPU when the host venv's torch sees one (CUDA), else on the CPU;
+``run --cpu`` / ``start --cpu`` force the CPU. One base directory serves one server at a time
+(two would share its database): ``run`` and ``start`` refuse a base that is already served.
+
 Where things live:
   * the cache (``$VTOONIFY_COMFY_HOME``, default ``~/.cache/vtoonify-comfyui``) holds the pinned
     ComfyUI source, its virtual environment and a marker file naming the pinned versions;
@@ -59,6 +63,10 @@ PACK_DIR_NAME = "comfyui-vtoonify"
 MODEL_FOLDER = "vtoonify"
 DEFAULT_PORT = 8188
 PID_FILE = "comfy_host.json"
+#: where the example workflows are in the frontend ComfyUI 0.30 ships (1.47): the left sidebar's
+#: Templates button opens the template browser, whose Extensions group lists each custom-node
+#: folder that has templates (the menu behind the ComfyUI logo has "Browse Templates" too)
+TEMPLATES_PATH = f"left sidebar Templates > Extensions > {PACK_DIR_NAME}"
 LOG_FILE = "comfyui.log"
 TORCHVISION_PATCH_TAG = "# vtoonify-comfy-host: CPU-only workaround"
 
@@ -391,13 +399,41 @@ def prepare_base(base: Path, models: Path | None = None, copy_models: bool = Fal
     return base
 
 
-def server_command(host: Host, base: Path, port: int, extra: list[str] | None = None) -> list[str]:
-    """The ComfyUI command line for one server on 127.0.0.1."""
+def host_sees_cuda(host: Host) -> bool:
+    """Whether the host venv's torch sees a CUDA GPU (asked with the host's own python: the torch
+    that runs this script, if any, may be another build)."""
+    out = _probe(host, "import torch; print('cuda-available' if torch.cuda.is_available() else 'no-cuda')")
+    return out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == ["cuda-available"]
+
+
+def use_cpu(host: Host, force_cpu: bool = False, cuda_available: bool | None = None) -> bool:
+    """Whether the server runs with ComfyUI's ``--cpu``: when forced, or when the host venv's torch sees
+    no CUDA GPU. ``cuda_available`` is the probe's answer (:func:`host_sees_cuda` when None)."""
+    if force_cpu:
+        return True
+    if cuda_available is None:
+        cuda_available = host_sees_cuda(host)
+    return not cuda_available
+
+
+def server_command(host: Host, base: Path, port: int, extra: list[str] | None = None, force_cpu: bool = False,
+                   cuda_available: bool | None = None) -> list[str]:
+    """The ComfyUI command line for one server on 127.0.0.1.
+
+    It has ``--cpu`` when :func:`use_cpu` says so (``force_cpu``; or no CUDA GPU for the host's torch,
+    ``cuda_available`` being the probe's answer, probed when None); ``extra`` goes last.
+    """
+    device = ["--cpu"] if use_cpu(host, force_cpu, cuda_available) and "--cpu" not in (extra or []) else []
     return [str(host.python), str(host.comfy_dir / "main.py"),
-            "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+            *device, "--listen", "127.0.0.1", "--port", str(port),
             "--base-directory", str(base),
             "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}",
             "--disable-api-nodes", *(extra or [])]
+
+
+def device_text(command: list[str]) -> str:
+    """What a server command computes on, for the messages of ``run`` and ``start``."""
+    return "CPU (--cpu)" if "--cpu" in command else "GPU (the host's torch sees CUDA)"
 
 
 def server_env() -> dict:
@@ -437,7 +473,8 @@ def _log_tail(log_path: Path | None, chars: int = 6000) -> str:
 
 
 class ServerProcess:
-    """A ComfyUI server started by :func:`start_server`: ``url``, ``port``, ``base``, ``log_path``, ``proc``."""
+    """A ComfyUI server started by :func:`start_server`: ``url``, ``port``, ``base``, ``log_path``, ``proc``,
+    ``command``."""
 
     def __init__(self, proc: subprocess.Popen, port: int, base: Path, log_path: Path):
         self.proc = proc
@@ -445,6 +482,7 @@ class ServerProcess:
         self.base = base
         self.log_path = log_path
         self.url = f"http://127.0.0.1:{port}"
+        self.command: list[str] = []
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server (SIGTERM to its process group, then SIGKILL) and wait for it."""
@@ -484,23 +522,28 @@ def _die_with_parent() -> None:
 
 def start_server(host: Host, base: Path, port: int | None = None, models: Path | None = None,
                  copy_models: bool = False, timeout: float = 180.0, extra: list[str] | None = None,
-                 log_path: Path | None = None, die_with_parent: bool = False) -> ServerProcess:
+                 log_path: Path | None = None, die_with_parent: bool = False,
+                 force_cpu: bool = False) -> ServerProcess:
     """Start ComfyUI in the background (own process group, log in ``base/comfyui.log``), wait until ready.
 
     ``port`` None or 0 picks a free port. ``die_with_parent`` (Linux) ends the server when the calling
-    process dies, for test sessions. On failure the process is stopped and HostError raised.
+    process dies, for test sessions. The server uses the GPU when the host's torch sees one, unless
+    ``force_cpu``. On failure the process is stopped and HostError raised. The command line is in
+    the result's ``command``.
     """
     base = prepare_base(base, models, copy_models)
     port = port or free_port()
     if _port_in_use(port):
         raise HostError(f"port {port} on 127.0.0.1 is already in use")
     log_path = Path(log_path) if log_path else base / LOG_FILE
+    command = server_command(host, base, port, extra, force_cpu)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(server_command(host, base, port, extra), cwd=host.comfy_dir, env=server_env(),
+        proc = subprocess.Popen(command, cwd=host.comfy_dir, env=server_env(),
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True,
                                 preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None)
     server = ServerProcess(proc, port, base, log_path)
+    server.command = command
     try:
         wait_ready(server.url, proc, timeout, log_path)
     except BaseException:
@@ -530,6 +573,22 @@ def _is_our_server(info: dict) -> bool:
     return any(a.endswith("main.py") for a in args) and info.get("base") in args
 
 
+def refuse_if_served(base: Path) -> None:
+    """Raise HostError when ``base`` already has a server of ours (started by ``start`` or ``run``,
+    recorded in its pid file and still running): two servers on one base fight over its database."""
+    info = _read_pid_file(base)
+    if info and _is_our_server(info):
+        raise HostError(f"a server for {base} is already running at {info.get('url')} (pid {info['pid']}); "
+                        f"use that one, stop it first (python {_script_path()} stop --base {base}, or Ctrl-C "
+                        f"where it was run), or give this one another --base")
+
+
+def _write_pid_file(base: Path, pid: int, port: int, log: Path | None, command: str) -> None:
+    _pid_file(base).write_text(json.dumps({"pid": pid, "port": port, "url": f"http://127.0.0.1:{port}",
+                                           "base": str(base), "log": str(log) if log else None,
+                                           "command": command}) + "\n")
+
+
 def _script_path() -> str:
     try:
         return os.path.relpath(__file__)
@@ -545,17 +604,18 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    """``start``: run setup if needed, start a background server, print its URL."""
-    host = setup(python=args.python)
+    """``start``: run setup if needed, start a background server, print its URL (the only line on
+    stdout); the models folder, device, log and how to stop it go to stderr."""
     base = Path(args.base).expanduser().resolve()
-    info = _read_pid_file(base)
-    if info and _is_our_server(info):
-        raise HostError(f"a server for {base} is already running at {info['url']} (pid {info['pid']}); "
-                        "stop it first")
-    server = start_server(host, base, args.port, args.models, args.copy_models, args.timeout, args.comfy_args)
-    _pid_file(base).write_text(json.dumps({"pid": server.proc.pid, "port": server.port, "url": server.url,
-                                           "base": str(base), "log": str(server.log_path)}) + "\n")
-    print(server.url)
+    refuse_if_served(base)
+    host = setup(python=args.python)
+    server = start_server(host, base, args.port, args.models, args.copy_models, args.timeout, args.comfy_args,
+                          force_cpu=args.cpu)
+    _write_pid_file(base, server.proc.pid, server.port, server.log_path, "start")
+    print(server.url, flush=True)
+    _log(f"models folder: {base / 'models' / MODEL_FOLDER}", False)
+    _log(f"device: {device_text(server.command)}", False)
+    _log(f"example workflows: {TEMPLATES_PATH}", False)
     _log(f"log: {server.log_path}; stop with: python {_script_path()} stop --base {base}", False)
     return 0
 
@@ -581,28 +641,37 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``run``: setup + a foreground server until Ctrl-C."""
+    """``run``: setup + a foreground server until Ctrl-C (recorded in the base's pid file meanwhile,
+    so that ``start``, ``stop`` and another ``run`` see it)."""
+    base = Path(args.base).expanduser().resolve()
+    refuse_if_served(base)
     host = setup(python=args.python)
-    base = prepare_base(Path(args.base), args.models, args.copy_models)
+    base = prepare_base(base, args.models, args.copy_models)
     port = args.port or free_port()
     if _port_in_use(port):
         raise HostError(f"port {port} on 127.0.0.1 is already in use (try --port 0)")
     url = f"http://127.0.0.1:{port}"
+    command = server_command(host, base, port, args.comfy_args, args.cpu)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    proc = subprocess.Popen(server_command(host, base, port, args.comfy_args), cwd=host.comfy_dir,
+    proc = subprocess.Popen(command, cwd=host.comfy_dir,
                             env=server_env(), stdin=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     try:
+        _write_pid_file(base, proc.pid, port, None, "run")
         wait_ready(url, proc, args.timeout)
         print(f"\nComfyUI {COMFYUI_VERSION} with this pack is running at {url}\n"
-              f"  example workflows: Workflow > Browse Templates > {PACK_DIR_NAME}\n"
-              f"  models folder: {base / 'models' / MODEL_FOLDER}\n  Ctrl-C stops it.\n", flush=True)
+              f"  example workflows: {TEMPLATES_PATH}\n"
+              f"  models folder: {base / 'models' / MODEL_FOLDER}\n"
+              f"  device: {device_text(command)}\n  Ctrl-C stops it.\n", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
         _terminate_group(proc.pid, 15.0, proc)
+        info = _read_pid_file(base)
+        if info and info.get("pid") == proc.pid:
+            _pid_file(base).unlink(missing_ok=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -632,6 +701,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder whose entries are linked into BASE/models/vtoonify")
         p.add_argument("--copy-models", action="store_true", help="copy the --models entries instead of linking")
         p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server to answer")
+        p.add_argument("--cpu", action="store_true",
+                       help="compute on the CPU even when the host's torch sees a CUDA GPU (default: the GPU if any)")
         p.add_argument("comfy_args", nargs=argparse.REMAINDER,
                        help="after '--': extra arguments for ComfyUI's main.py")
         p.set_defaults(func=func)

@@ -391,7 +391,8 @@ def comfy_server(tmp_path_factory) -> ComfyServer:
     host_module = load_comfy_host()
     host = host_module.setup(quiet=True)
     base = tmp_path_factory.mktemp("comfy_base")
-    process = host_module.start_server(host, base, port=None, timeout=180.0, die_with_parent=True)
+    # the CPU even where the host's torch sees a GPU: these tests are written for the CPU (CI's machine)
+    process = host_module.start_server(host, base, port=None, timeout=180.0, die_with_parent=True, force_cpu=True)
     try:
         server = ComfyServer(process, host_module)
     except BaseException:

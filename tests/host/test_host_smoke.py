@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+import urllib.parse
 import zlib
 
 import pytest
@@ -63,7 +64,8 @@ def test_pack_workflows_are_templates(comfy_server):
     assert sorted(templates.get(comfy_server.pack_link.name, [])) == names
     if names and comfy_server.pack_import()[0] == "ok":
         for name in names:
-            served = comfy_server.get_json(f"/api/workflow_templates/{comfy_server.pack_link.name}/{name}.json")
+            quoted = urllib.parse.quote(name)  # the file names are titles, with spaces
+            served = comfy_server.get_json(f"/api/workflow_templates/{comfy_server.pack_link.name}/{quoted}.json")
             assert isinstance(served, dict)
 
 

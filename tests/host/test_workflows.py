@@ -34,17 +34,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from workflow_specs import (
-    D_CARTOON,
-    ENCODER,
-    EXAMPLE_CLIP,
-    EXAMPLE_IMAGE,
-    PARSER,
-    REFERENCE_IMAGE,
-    T_CARTOON,
-    UPSCALER,
-    WORKFLOWS,
-)
+
+from workflow_specs import (D_CARTOON, ENCODER, EXAMPLE_CLIP, EXAMPLE_IMAGE, PARSER, REFERENCE_IMAGE, T_CARTOON,
+                            TITLES, UPSCALER, WORKFLOWS)
 
 pytestmark = pytest.mark.slow
 
@@ -236,8 +228,13 @@ def place(root: Path, rel: str, source: Path | None = None) -> Path:
     return dest
 
 
+def ui_file(name: str, ext: str) -> Path:
+    """``workflows/<title>.<ext>``: the UI workflow (``json``) or its thumbnail (``jpg``)."""
+    return WORKFLOW_DIR / f"{TITLES[name]}.{ext}"
+
+
 def load_ui(name: str) -> dict:
-    return json.loads((WORKFLOW_DIR / f"{name}.json").read_text())
+    return json.loads(ui_file(name, "json").read_text())
 
 
 def load_api(name: str) -> dict:
@@ -315,7 +312,7 @@ def test_regenerate_workflows(workflow_env, browser_page):
         built = browser_page.evaluate(BUILD_JS, spec)
         workflow, output = json.loads(built["workflow"]), json.loads(built["output"])
         workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-vtoonify/workflows/{name}"))
-        (WORKFLOW_DIR / f"{name}.json").write_text(json.dumps(workflow, indent=2, ensure_ascii=False) + "\n")
+        ui_file(name, "json").write_text(json.dumps(workflow, indent=2, ensure_ascii=False) + "\n")
         (API_DIR / f"{name}.json").write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
     for name in WORKFLOWS:
         write_thumbnail(browser_page, name)
@@ -344,7 +341,7 @@ def write_thumbnail(page, name: str) -> Path:
         style.evaluate("(el) => el.remove()")
     img = Image.open(io.BytesIO(shot)).convert("RGB")
     img = img.resize((THUMB_WIDTH, round(img.height * THUMB_WIDTH / img.width)), Image.LANCZOS)
-    path = WORKFLOW_DIR / f"{name}.jpg"
+    path = ui_file(name, "jpg")
     img.save(path, "JPEG", quality=THUMB_QUALITY, optimize=True, progressive=True)
     return path
 
@@ -354,7 +351,10 @@ def write_thumbnail(page, name: str) -> Path:
 
 def test_workflow_files_are_complete():
     ui_names = sorted(p.stem for p in WORKFLOW_DIR.glob("*.json"))
-    assert sorted(NAMES) == [n for n in ui_names if n in WORKFLOWS]
+    assert ui_names == sorted(TITLES[n] for n in NAMES)  # every UI file is a titled workflow, and the reverse
+    assert sorted(NAMES) == sorted(TITLES) and len(set(TITLES.values())) == len(TITLES)
+    for title in TITLES.values():  # file names that every system (and a URL) takes
+        assert title == title.strip() and not title.endswith(".") and not set(title) & set('\\/:*?"<>|%#+&'), title
     for name in NAMES:
         ui, api = load_ui(name), load_api(name)
         assert ui.get("version") == 0.4 and ui["nodes"] and ui["links"] and ui["groups"], name
@@ -368,7 +368,7 @@ def test_workflow_files_are_complete():
             assert node["inputs"]["checkpoint"] in (T_CARTOON, D_CARTOON)
             assert (node["inputs"]["style_encoder"], node["inputs"]["face_parser"]) == (ENCODER, PARSER)
             assert node["inputs"]["exstyle"] == "auto" and node["inputs"]["download_missing"] is False
-        thumb = WORKFLOW_DIR / f"{name}.jpg"
+        thumb = ui_file(name, "jpg")
         assert thumb.is_file(), f"{thumb} missing"
         assert thumb.stat().st_size < THUMB_MAX_BYTES, f"{thumb}: {thumb.stat().st_size} bytes"
         with Image.open(thumb) as im:

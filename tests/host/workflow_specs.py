@@ -3,9 +3,10 @@
 ``tests/host/test_workflows.py`` builds each spec in headless Chromium (LiteGraph nodes, links, groups,
 notes), and with ``VTOONIFY_WRITE_WORKFLOWS=1`` saves what the frontend serializes:
 
-* ``workflows/<name>.json``      UI format (``app.graphToPrompt().workflow``), for dragging into ComfyUI;
+* ``workflows/<title>.json``     UI format (``app.graphToPrompt().workflow``), for dragging into ComfyUI
+                                  and as a template (titled by its file name, see :data:`TITLES`);
 * ``workflows/api/<name>.json``  API format (``app.graphToPrompt().output``), for ``POST /prompt``;
-* ``workflows/<name>.jpg``       a thumbnail of the loaded graph (ComfyUI's template browser shows it).
+* ``workflows/<title>.jpg``      a thumbnail of the loaded graph (ComfyUI's template browser shows it).
 
 A spec is a dict:
 
@@ -392,6 +393,20 @@ REFERENCE_STYLE = {
         [{"group": "Stylize the portrait", "color": GREEN, "nodes": ["stylize"]},
          {"group": "Save", "color": YELLOW, "nodes": ["save"]}],
     ],
+}
+
+#: the title of each workflow, which is also its UI file's name (``workflows/<title>.json`` and
+#: ``.jpg``): the template browser of ComfyUI 0.30 (frontend 1.47) titles a custom-node template by its
+#: file name and reads no title from anywhere else. The API twin keeps the short name
+#: (``workflows/api/<name>.json``). Titles are valid file names on Windows too.
+TITLES: dict[str, str] = {
+    "vtoonify_t_video": "VToonify-T portrait video",
+    "vtoonify_d_exemplar": "VToonify-D exemplar styles",
+    "vtoonify_upscale": "Upscale with a model",
+    "vtoonify_upscale_cheap": "Upscale by resizing",
+    "vtoonify_composite": "Composite onto the frame",
+    "vtoonify_hair_skin": "Stylize hair and skin only",
+    "vtoonify_reference_style": "Style from a reference",
 }
 
 WORKFLOWS: dict[str, dict] = {

@@ -139,6 +139,15 @@ function formatBytes(n) {
   return `${(n / 1048576).toFixed(n < 10485760 ? 1 : 0)} MB`;
 }
 
+/** A download error as the panel shows it after "Download failed: ": without a leading "download: "
+ * (the input name the server's messages may start with), so that it never reads "Download failed:
+ * download: ...". */
+function downloadErrorText(error) {
+  let text = String(error ?? "").trim();
+  while (/^download:\s*/i.test(text)) text = text.replace(/^download:\s*/i, "");
+  return text || "unknown error";
+}
+
 function downloadLabel(state) {
   if (!state) return "";
   if (state.status === "queued") return "queued";
@@ -148,7 +157,7 @@ function downloadLabel(state) {
   }
   if (state.status === "done") return "downloaded";
   if (state.status === "present") return "present";
-  if (state.status === "error") return `failed: ${state.error ?? "error"}`;
+  if (state.status === "error") return `Download failed: ${downloadErrorText(state.error)}`;
   return state.status ?? "";
 }
 
@@ -224,7 +233,9 @@ function setupLoadNode(node) {
               render();
             },
           }, "Download"));
-          if (state?.status === "error") line.append(el("span", {}, ` ${downloadLabel(state)}`));
+          if (state?.status === "error") {
+            line.append(el("span", { class: "vtoonify-download-error" }, downloadLabel(state)));
+          }
         }
       }
       return line;
@@ -371,25 +382,34 @@ function openPicker(node, names, anchor) {
 
 function setupExtractNode(node) {
   const panel = addPanel(node, "vtoonify_style_picker", 30, 300);
-  const label = el("span", { class: "vtoonify-style-name" }, "");
-  const button = el("button", { style: BUTTON_STYLE, class: "vtoonify-pick-style" }, "Pick style…");
-  panel.append(button, label);
+  // one row: the button keeps its whole label (never shrinks or wraps), the text beside it wraps and
+  // the panel grows to show all of it (a long note, e.g. "... not in models/vtoonify yet", included)
+  const label = el("span", { class: "vtoonify-style-name", style: "flex: 1 1 auto; min-width: 0; overflow-wrap: anywhere;" }, "");
+  const button = el("button", {
+    style: BUTTON_STYLE + "flex: none; white-space: nowrap;", class: "vtoonify-pick-style",
+  }, "Pick style…");
+  panel.append(el("div", { class: "vtoonify-style-row", style: "display: flex; align-items: baseline; gap: 2px;" },
+    button, label));
+  const show = (text) => {
+    label.textContent = text;
+    panel.vtoonifyFit();
+  };
 
   const update = async () => {
     const idWidget = findWidget(node, "style_id");
     const id = Number(idWidget?.value ?? 0);
     const loadNode = upstreamLoadNode(node);
     if (!loadNode) {
-      label.textContent = `style ${id}`;
+      show(`style ${id}`);
       return;
     }
     try {
       const { names, note } = await styleNames(loadNode);
-      label.textContent = names.length
+      show(names.length
         ? (id < names.length ? `style ${id}: ${names[id]}` : `style ${id}: out of range (0-${names.length - 1})`)
-        : `style ${id}${note ? ` (${note})` : ""}`;
+        : `style ${id}${note ? ` (${note})` : ""}`);
     } catch (err) {
-      label.textContent = `style ${id}`;
+      show(`style ${id}`);
     }
   };
 
@@ -397,15 +417,15 @@ function setupExtractNode(node) {
     e.stopPropagation();
     const loadNode = upstreamLoadNode(node);
     if (!loadNode) {
-      label.textContent = "connect Load VToonify Model to vtoonify_model first";
+      show("connect Load VToonify Model to vtoonify_model first");
       return;
     }
     try {
       const { names, note } = await styleNames(loadNode);
-      if (!names.length) label.textContent = note ?? "no exemplar styles in this checkpoint";
+      if (!names.length) show(note ?? "no exemplar styles in this checkpoint");
       else openPicker(node, names, button);
     } catch (err) {
-      label.textContent = `cannot list the styles: ${err.message}`;
+      show(`cannot list the styles: ${err.message}`);
     }
   });
   const idWidget = findWidget(node, "style_id");
