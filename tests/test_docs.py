@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import comfy_stub
-
 ROOT = Path(__file__).resolve().parents[1]
 NODES_MD = ROOT / "docs" / "nodes.md"
 README = ROOT / "README.md"
@@ -25,9 +23,8 @@ NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, 
 
 
 @pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    with comfy_stub.empty_models_pack(tmp_path_factory.mktemp("docs_models")) as (pack, _folder):
-        yield pack
+def pack(fake_comfy_empty):
+    return fake_comfy_empty.pack
 
 
 def sections(text: str) -> dict[str, str]:
@@ -75,7 +72,7 @@ def test_nodes_md_anchors_exist():
 def test_precision_auto_is_described_as_the_code_picks_it(pack, monkeypatch):
     import torch
 
-    from vtoonify_core import pipeline
+    from vtoonify_core.runtime import device as pipeline
 
     row = next(line for line in NODES_MD.read_text().splitlines() if line.startswith("| `precision` |"))
     auto = row.split("|")[3]

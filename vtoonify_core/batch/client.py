@@ -77,7 +77,7 @@ def load_workflow(path: PathLike) -> dict:
         data = data["prompt"]
     if not isinstance(data, dict) or "nodes" in data or not data or not all(
             isinstance(v, dict) and "class_type" in v for v in data.values()):
-        raise QueueError(f"{path} is not an API-format workflow: in ComfyUI use Workflow > Export (API)")
+        raise QueueError(f"{path} is not an API-format workflow: in ComfyUI use File > Export (API)")
     return data
 
 
