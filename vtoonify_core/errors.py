@@ -38,6 +38,11 @@ class VideoError(VToonifyError, ValueError):
     """A video (or image) file that cannot be read or written; the message says which and why."""
 
 
+class OutOfMemoryError(VToonifyError, MemoryError):
+    """The device (or the host, for the gathered output) ran out of memory; the message says what to
+    change. The allocator's own text is logged, not shown."""
+
+
 class UsageError(VToonifyError):
     """A user error of the command line: printed as one message, exit status 2."""
 
@@ -55,9 +60,14 @@ class PromptError(VToonifyError):
         self.traceback = traceback or []
 
 
+#: Phrases of allocator failures: CUDA/MPS/XPU ("out of memory"), PyTorch's CPU allocator ("can't allocate
+#: memory" on Linux, "not enough memory" on Windows).
+OOM_PHRASES = ("out of memory", "can't allocate memory", "not enough memory")
+
+
 def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is an accelerator out-of-memory error (CUDA, or MPS/XPU messages)."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
+    """Whether ``exc`` is an out-of-memory error of an accelerator or of PyTorch's CPU allocator."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(p in str(exc).lower() for p in OOM_PHRASES)
 

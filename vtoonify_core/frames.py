@@ -59,6 +59,11 @@ def padding_for(height: int, width: int, multiple: int = MULTIPLE, mode: str = "
     return pad
 
 
+def padded_size(height: int, width: int, multiple: int = MULTIPLE) -> tuple[int, int]:
+    """``(height, width)`` rounded up to multiples of ``multiple`` (what :func:`pad_to_multiple` gives)."""
+    return -(-int(height) // multiple) * multiple, -(-int(width) // multiple) * multiple
+
+
 def apply_padding(x: Tensor, pad: FramePadding, mode: str = "reflect") -> Tensor:
     """Pad ``[..., H, W]`` by ``pad`` (any leading dimensions; integer tensors go through float)."""
     if not any(pad):

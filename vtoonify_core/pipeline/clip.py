@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..checks import validate_frames
+from ..checks import check_crop_mode, check_face_padding, validate_frames
 from ..errors import InputError, NoFaceError
 from ..faces.base import no_face_message
 from ..faces.crop import apply_crop, crop_geometry, paste_back
@@ -25,9 +25,9 @@ from ..frames import (
     to_model_range,
 )
 from ..models.bundle import VToonifyModel
+from ..runtime.memory import allocate_output, check_fits
 from ..runtime.memory import chunk_size as _chunk_size
 from ..types import (
-    CROP_MODES,
     DEFAULT_FACE_PADDING,
     MULTIPLE,
     N_CLASSES,
@@ -38,6 +38,10 @@ from ..types import (
     StyleCode,
 )
 from .stylize import _check_common, _logits, _run
+
+#: What to change when a clip does not fit in memory, by crop mode.
+FIT_ADVICE = {"whole": "use crop mode 'face' (the official crop around the face) or downscale the frames",
+              "face": "use a smaller face_padding or downscale the frames"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,6 +162,7 @@ def plan_clip(frames: Tensor, mode: str = "face", *, input_range: tuple[float, f
         NoFaceError: face mode and no face in any frame.
     """
     validate_frames(frames, "images")
+    check_crop_mode(mode)
     b, _, H, W = frames.shape
     if mode == "whole":
         try:
@@ -165,11 +170,7 @@ def plan_clip(frames: Tensor, mode: str = "face", *, input_range: tuple[float, f
         except ValueError as exc:
             raise InputError("images", f"{exc}.") from None
         return ClipPlan("whole", (H, W), (H + pad.top + pad.bottom, W + pad.left + pad.right), padding=pad)
-    if mode != "face":
-        raise InputError("crop_mode", f"unknown crop mode {mode!r}; use one of {', '.join(CROP_MODES)}.")
-    if face_padding < MULTIPLE:
-        raise InputError("face_padding", f"must be at least {MULTIPLE} px, got {face_padding}.")
-    pad = (int(face_padding),) * 4
+    pad = (check_face_padding(face_padding),) * 4
     geometry, ref, too_small = None, -1, None
     for i in range(b):
         img = frame_uint8(frames, i, input_range)
@@ -199,9 +200,13 @@ def stylize_clip(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: fl
                  face_padding: int = DEFAULT_FACE_PADDING, input_range: tuple[float, float] = (-1.0, 1.0),
                  progress: Optional[Progress] = None, check_interrupt: Optional[Callable[[], None]] = None,
                  on_oom: Optional[Callable[[int], None]] = None, output_device: DeviceLike = "cpu",
-                 sink: Optional[Callable[[int, Tensor], None]] = None, backend="dlib", overlap: Optional[bool] = None
-                 ) -> tuple[Optional[Tensor], ClipPlan]:
+                 sink: Optional[Callable[[int, Tensor], None]] = None, backend="dlib", overlap: Optional[bool] = None,
+                 gathered: Optional[bool] = None) -> tuple[Optional[Tensor], ClipPlan]:
     """Crop (face mode) or pad (whole mode) a clip with :func:`plan_clip`, then stylize it.
+
+    Before any stylization the memory is checked (:func:`~vtoonify_core.runtime.memory.check_fits`):
+    one frame on the model's device and, when ``gathered`` (default: without ``sink``), the float32
+    output of every frame on ``output_device``; what cannot fit is refused with what to change.
 
     Arguments are as for :func:`stylize` (frames of any size). ``parsing`` may be at VToonify's
     input size (the crop / padded frame) or at the input frame size: then it is padded the same
@@ -228,7 +233,10 @@ def stylize_clip(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: fl
                                          f"{plan.source_size[1]}x{plan.source_size[0]} (crop "
                                          f"{plan.input_size[1]}x{plan.input_size[0]}): parse the same frames.")
     oh, ow = plan.output_size
-    out = None if sink is not None else torch.empty(b, 3, oh, ow, dtype=torch.float32, device=output_device)
+    check_fits(model, plan.input_size, frames=b, output_device=output_device,
+               output_bytes_per_frame=3 * oh * ow * 4 if (sink is None if gathered is None else gathered) else 0,
+               advice=FIT_ADVICE[plan.mode])
+    out = None if sink is not None else allocate_output((b, 3, oh, ow), output_device)
     extra = 0 if logits is None else plan.parsing_bytes(tuple(logits.shape[2:]))
     size = _chunk_size(model, b, batch_size, plan.input_size, extra)  # after the output (maybe on the device)
 

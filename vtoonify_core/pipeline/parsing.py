@@ -14,6 +14,7 @@ from ..frames import to_model_range
 from ..models.bisenet import parse_frames
 from ..models.bundle import FaceParserModel
 from ..runtime.chunks import run_chunks_overlapped
+from ..runtime.memory import allocate_output
 from ..types import (
     CLASS_COLORS,
     CLASS_GROUPS,
@@ -36,7 +37,7 @@ def parse(parser: FaceParserModel, frames: Tensor, *, input_range: tuple[float, 
     """
     validate_frames(frames, "images")
     b, _, h, w = frames.shape
-    out = torch.empty(b, N_CLASSES, h, w, dtype=torch.float32, device=output_device)
+    out = allocate_output((b, N_CLASSES, h, w), output_device)
 
     def compute(inputs: Sequence[Tensor], i: int, j: int) -> Tensor:
         x = to_model_range(inputs[0], input_range).to(parser.dtype)

@@ -14,6 +14,7 @@ from ..frames import make_inputs, to_model_range
 from ..models.bisenet import parse_frames
 from ..models.bundle import VToonifyModel
 from ..runtime.chunks import run_chunks_overlapped
+from ..runtime.memory import allocate_output, check_fits
 from ..runtime.memory import chunk_size as _chunk_size
 from ..styles.codes import check_style
 from ..styles.schedules import StyleSchedule, forward_scheduled
@@ -125,8 +126,9 @@ def stylize(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float =
     if logits is not None and tuple(logits.shape[2:]) != (h, w):
         raise InputError("face_parsing", f"maps are {logits.shape[3]}x{logits.shape[2]} but the frames are {w}x{h}: "
                                          f"parse the same frames that are stylized.")
-    out = None if sink is not None else torch.empty(b, 3, SCALE * h, SCALE * w, dtype=torch.float32,
-                                                    device=output_device)
+    check_fits(model, (h, w), frames=b, output_device=output_device,
+               output_bytes_per_frame=0 if sink is not None else 3 * SCALE * h * SCALE * w * 4)
+    out = None if sink is not None else allocate_output((b, 3, SCALE * h, SCALE * w), output_device)
     size = _chunk_size(model, b, batch_size, (h, w))  # after the output, which may be on the device
 
     def load(i: int, j: int) -> tuple[Tensor, ...]:

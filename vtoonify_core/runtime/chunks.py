@@ -9,7 +9,7 @@ from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import InputError, is_oom
+from ..errors import InputError, OutOfMemoryError, is_oom
 from ..types import DeviceLike, Progress
 from .device import empty_device_cache
 
@@ -192,11 +192,11 @@ def run_chunks_overlapped(load: Callable[[int, int], Sequence[Tensor]],
             if not is_oom(exc):
                 error = exc
             elif stop - start <= 1:
-                if hasattr(exc, "add_note"):
-                    exc.add_note(f"VToonify ran out of memory on a single frame on {device}: use smaller frames "
-                                 f"(a smaller face_padding or a downscaled clip), a lower precision (fp16/bf16), "
-                                 f"or free memory used by other models.")
-                error = exc
+                logger.warning("VToonify: out of memory on a single frame on %s: %s", device, exc)
+                error = OutOfMemoryError(
+                    f"VToonify ran out of memory on a single frame on {device}: use smaller frames (a smaller "
+                    f"face_padding, or a downscaled clip), a lower precision (fp16/bf16), or free memory used by "
+                    f"other models.")
             else:
                 out_of_memory = True  # the exception and the chunk's tensors are released here
         if pending is not None:  # complete whatever happened to this chunk
@@ -205,6 +205,8 @@ def run_chunks_overlapped(load: Callable[[int, int], Sequence[Tensor]],
                 progress(pending.stop, total)
             pending = None
         if error is not None:
+            if isinstance(error, OutOfMemoryError):
+                raise error from None  # the allocator's text is in the log, not in front of the user
             raise error
         if out_of_memory:
             n = stop - start

@@ -10,9 +10,10 @@ from typing import Optional
 
 import torch
 
+from ..errors import InputError, OutOfMemoryError, is_oom
 from ..models.bundle import VToonifyModel
 from ..models.stylegan import channel_table
-from ..types import BACKBONE_NAMES, MULTIPLE, N_CLASSES, SCALE
+from ..types import BACKBONE_NAMES, MULTIPLE, N_CLASSES, SCALE, DeviceLike
 from .device import free_memory_bytes
 
 logger = logging.getLogger("vtoonify")
@@ -153,3 +154,81 @@ def chunk_size(model: VToonifyModel, n: int, batch_size: int, input_size: tuple[
     logger.info("VToonify: %d frame(s) per chunk (automatic, %dx%d input in %s on %s)", size, w, h,
                 str(model.dtype).replace("torch.", ""), model.device)
     return size
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2 ** 30:.1f} GiB"
+
+
+def check_fits(model: VToonifyModel, input_size: tuple[int, int], *, frames: int = 1,
+               output_bytes_per_frame: int = 0, output_device: Optional[DeviceLike] = None,
+               advice: str = "downscale the frames", free_bytes: Optional[int] = None,
+               output_free_bytes: Optional[int] = None) -> None:
+    """Refuse, before any work, a clip that cannot be stylized in the free memory.
+
+    One frame of ``input_size`` must fit on the model's device (:func:`frame_memory_bytes`), and the
+    gathered output (``frames * output_bytes_per_frame``) on ``output_device``; where both are the
+    same memory (a CPU model gathering on the CPU) their sum must. Where the free memory cannot be
+    told nothing is refused (the out-of-memory back-off remains).
+
+    Raises:
+        InputError: naming the sizes, the memory needed and free, ``advice`` and the largest input
+            that fits now.
+    """
+    h, w = int(input_size[0]), int(input_size[1])
+    device = torch.device(model.device)
+    out_dev = None if output_device is None else torch.device(output_device)
+    shared = out_dev is not None and out_dev.type == device.type == "cpu"
+    out_total = int(frames) * int(output_bytes_per_frame)
+
+    def need(hh: int, ww: int) -> tuple[int, int]:
+        """(bytes on the model's device, bytes on the output device) for an input of hh x ww."""
+        per_frame = frame_memory_bytes(model.backbone, hh, ww, model.dtype)
+        out = out_total * hh * ww // max(1, h * w)
+        return (per_frame + out, 0) if shared else (per_frame, out)
+
+    free_dev = free_memory_bytes(device) if free_bytes is None else free_bytes
+    free_out = None
+    if out_dev is not None and not shared and out_total:
+        free_out = free_memory_bytes(out_dev) if output_free_bytes is None else output_free_bytes
+
+    def fits(hh: int, ww: int) -> bool:
+        d, o = need(hh, ww)
+        return (free_dev is None or d <= free_dev) and (free_out is None or o <= free_out)
+
+    if fits(h, w):
+        return
+    d, o = need(h, w)
+    parts = []
+    if free_dev is not None and d > free_dev:
+        parts.append(f"about {_gib(d)} on {device}{' with the gathered output' if shared else ''} "
+                     f"({_gib(free_dev)} free)")
+    if free_out is not None and o > free_out:
+        parts.append(f"{_gib(o)} for the {frames} output frame(s) on {out_dev} ({_gib(free_out)} free)")
+    scale = 1.0
+    best = None
+    while scale > 0.02:  # the largest input that fits, at the frames' aspect ratio
+        scale *= 0.9
+        hh, ww = max(MULTIPLE, int(h * scale) // MULTIPLE * MULTIPLE), max(MULTIPLE, int(w * scale) // MULTIPLE * MULTIPLE)
+        if fits(hh, ww):
+            best = (hh, ww)
+            break
+    room = (f"; at most about {best[1]}x{best[0]} px fit now" if best else "; not even a small input fits now")
+    raise InputError("images", f"a {w}x{h} px input gives a {SCALE * w}x{SCALE * h} px output and needs "
+                               f"{' and '.join(parts)}: {advice}, or free memory used by other models{room}.")
+
+
+def allocate_output(shape: tuple[int, ...], device: Optional[DeviceLike], dtype: torch.dtype = torch.float32
+                    ) -> torch.Tensor:
+    """An empty output tensor; an allocator failure becomes an :class:`~vtoonify_core.errors.OutOfMemoryError`
+    that says what to change (the allocator's text goes to the log)."""
+    try:
+        return torch.empty(shape, dtype=dtype, device=device)
+    except RuntimeError as exc:
+        if not is_oom(exc):
+            raise
+        logger.warning("VToonify: cannot allocate the output %s on %s: %s", tuple(shape), device, exc)
+        size = torch.Size(shape).numel() * dtype.itemsize
+        raise OutOfMemoryError(f"the output ({shape[0]} frames of {shape[-1]}x{shape[-2]} px, {_gib(size)}) does "
+                               f"not fit in the memory of {device}: stylize fewer frames at a time, smaller frames, "
+                               f"or the face crop.") from None

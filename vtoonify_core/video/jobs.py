@@ -27,8 +27,10 @@ from ..errors import InputError, NoFaceError, VideoError
 from ..faces.base import CROP_ADVICE, STYLE_ADVICE, no_face_message
 from ..faces.crop import CropGeometry
 from ..faces.detect import detect_faces
+from ..frames import padded_size
 from ..models.bundle import VToonifyModel
-from ..pipeline.clip import plan_clip
+from ..pipeline.clip import FIT_ADVICE, plan_clip
+from ..runtime.memory import check_fits
 from ..styles.codes import check_style, extract_style, style_from_image
 from ..types import DEFAULT_FACE_PADDING, PathLike, StyleCode
 from .encode import EncodeSettings
@@ -368,9 +370,13 @@ def prepare_job(model: VToonifyModel, source: PathLike, output: PathLike, style:
         _clear_work_dir(work)
 
     info, index = _probe(source)
+    if crop_mode == "whole":  # one padded frame must fit on the device (the output is streamed, not gathered)
+        check_fits(model, padded_size(info.height, info.width), advice=FIT_ADVICE["whole"])
     need_face = style is None and not (model.backbone == "dualstylegan" and color_transfer)
     ref, ref_frame, geometry = find_reference(source, crop_mode, face_padding, backend=backend, need_face=need_face,
                                               check_interrupt=check_interrupt, total=info.frames)
+    if crop_mode == "face":
+        check_fits(model, geometry.crop_shape, advice=FIT_ADVICE["face"])
     if style is None:
         if need_face:
             style, _ = style_from_image(model, ref_frame, style_id, color_transfer, backend=backend)
