@@ -39,7 +39,7 @@ class ModelSpec:
     """How a worker loads the model: file paths (readable by every worker), device and precision.
 
     Attributes:
-        checkpoint, encoder, parser: as for :func:`~vtoonify_core.pipeline.load_model`
+        checkpoint, encoder, parser: as for :func:`~vtoonify_core.models.load_model`
             (``encoder`` may be ``None`` when the style code is given or needs no face).
         exstyle: ``'auto'`` (beside the checkpoint), a path, or ``None``.
         device: ``'cpu'``, ``'cuda'``, ...; precision: ``'fp32'``, ``'fp16'``, ``'bf16'`` or ``'auto'``.

@@ -88,9 +88,9 @@ def align_face(image: np.ndarray, landmarks: Any, size: int = ALIGN_SIZE) -> np.
         image: ``(H, W, 3)`` uint8 RGB frame.
         landmarks: ``(68, 2)`` points of the face in pixels of ``image`` (e.g.
             :attr:`vtoonify_core.faces.Face.landmarks`). The official pipeline aligns the
-            *rescaled crop* (:func:`vtoonify_core.crop.official_crop`) with landmarks found
+            *rescaled crop* (:func:`vtoonify_core.faces.crop.official_crop`) with landmarks found
             there; map landmarks into the crop with
-            :meth:`vtoonify_core.crop.CropGeometry.to_crop`.
+            :meth:`vtoonify_core.faces.crop.CropGeometry.to_crop`.
         size: output side; 256 as in the official code (transform size = output size).
 
     Returns:

@@ -54,7 +54,7 @@ class ClipPlan:
         input_size: ``(h, w)`` of what VToonify receives (the crop, or the padded frame).
         crops: face mode: the uint8 crops ``[B, 3, h, w]``; whole mode: ``None`` (frames are
             padded chunk by chunk).
-        geometry: face mode: the :class:`~vtoonify_core.crop.CropGeometry`.
+        geometry: face mode: the :class:`~vtoonify_core.faces.crop.CropGeometry`.
         padding: whole mode: the :class:`FramePadding`.
         reference_index: face mode: the frame whose face set the crop.
     """

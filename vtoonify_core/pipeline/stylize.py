@@ -93,12 +93,12 @@ def stylize(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float =
             [-1, 1], the official normalisation) or uint8 0..255. Any device; each chunk is
             moved to the model's device.
         style: from :func:`extract_style`; must match the model's backbone. A
-            :class:`~vtoonify_core.style_control.StyleSchedule` gives every frame its own style
+            :class:`~vtoonify_core.styles.StyleSchedule` gives every frame its own style
             and degree (frame index = position in ``frames``).
         d_s: style degree in [0, 1] (VToonify-D; ignored by VToonify-T); with a schedule, the
             degree of keyframes that have none.
         parsing: BiSeNet logits ``[B, 19, H, W]`` (e.g. temporally smoothed); parsed per chunk
-            when ``None`` (:func:`~vtoonify_core.bisenet.parse_frames`).
+            when ``None`` (:func:`~vtoonify_core.models.bisenet.parse_frames`).
         batch_size: frames per chunk; 0 = automatic: as many as fit in the free memory of the
             model's device (:func:`auto_batch_size`). Halved on out-of-memory errors (and kept halved).
         progress: ``progress(frames_done, total)`` after each chunk.

@@ -36,7 +36,7 @@ def frame_memory_bytes(backbone: str, height: int, width: int, dtype: torch.dtyp
 
     For a VToonify input of ``height`` x ``width`` (rounded up to multiples of 8; the output is 4x
     that) computed in ``dtype``, with the frame parsed inside the chunk (BiSeNet on the 2x
-    up-sampled frame, :func:`~vtoonify_core.bisenet.parse_frames`) or parsing maps given. The
+    up-sampled frame, :func:`~vtoonify_core.models.bisenet.parse_frames`) or parsing maps given. The
     count follows what the forward pass keeps alive at each step (``VToonify._body``), taking
     the larger of the plain and the fast path (on the plain path the modulation, demodulation,
     bias and activation are separate ops, so up to five maps of the last stage are alive at once):

@@ -95,7 +95,7 @@ def prepare_style_image(image: np.ndarray, *, backend="dlib", face_padding: int 
     """Detect the face, crop it the official way (eyes 64 px apart) and FFHQ-align it for pSp.
 
     As the official pipeline: the frame is rescaled and cropped around the eyes
-    (:func:`~vtoonify_core.crop.official_crop`), landmarks are found again in the crop, and the
+    (:func:`~vtoonify_core.faces.crop.official_crop`), landmarks are found again in the crop, and the
     crop is aligned to 256x256. If the face is not found again in the crop, the first landmarks
     mapped into the crop are used.
 
@@ -178,7 +178,7 @@ def _centre_square(image: np.ndarray, size: int) -> np.ndarray:
 def check_style(model: VToonifyModel, style: StyleCode, allow_schedule: bool = False) -> None:
     """Refuse a style code made for another kind of model, or of the wrong shape.
 
-    With ``allow_schedule`` a :class:`~vtoonify_core.style_control.StyleSchedule` (keyframed
+    With ``allow_schedule`` a :class:`~vtoonify_core.styles.StyleSchedule` (keyframed
     styles) is accepted too, when every keyframe style passes.
     """
     if isinstance(style, StyleSchedule):

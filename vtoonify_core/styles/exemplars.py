@@ -255,7 +255,7 @@ def exemplar_from_images(model: VToonifyModel, images: Sequence[np.ndarray], *, 
     """Exemplar code from one or several reference portraits (uint8 RGB ``(H, W, 3)``).
 
     Each reference is detected, cropped and aligned as the official code aligns faces
-    (:func:`~vtoonify_core.pipeline.prepare_style_image`), encoded, optionally refined
+    (:func:`~vtoonify_core.styles.prepare_style_image`), encoded, optionally refined
     (:func:`refine_exemplar`); several references give the (weighted) mean W+ (few-shot).
 
     Returns:

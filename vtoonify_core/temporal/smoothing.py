@@ -122,7 +122,7 @@ def fuse_window(
         k: half window; sigma_t, sigma_s: Eq. 7.
         flows_back: optional, same layout: ``flows_back[m, k + d]`` is the flow from j to i on
             j's grid. When given (and ``masks`` is not), ``m_{j,i}`` is the forward-backward
-            consistency mask (:func:`~vtoonify_core.flow.occlusion_mask`, ``alpha1``, ``alpha2``).
+            consistency mask (:func:`~vtoonify_core.temporal.flow.occlusion_mask`, ``alpha1``, ``alpha2``).
         masks: optional ``(M, 2k+1, 1, H, W)`` occlusion weights in [0, 1] on i's grid, used
             instead of the forward-backward check.
             Without either, ``m_{j,i}`` is the in-image test only (the official behaviour). The
@@ -265,13 +265,13 @@ def smooth_parsing(
 
     Args:
         parsing: ``(T, C, H, W)`` parsing maps at frame resolution, normally the BiSeNet logits
-            ``x_p`` of :func:`~vtoonify_core.bisenet.parse_frames` (C = 19; any C works).
+            ``x_p`` of :func:`~vtoonify_core.models.bisenet.parse_frames` (C = 19; any C works).
         frames: ``(T, 3, H, W)`` the frames, in [-1, 1] (the convention of the whole package and
             of the official script; ``sigma_s`` is meant for it).
         k: half window (official default 5); ``k = 0`` returns a copy of the input.
         sigma_t, sigma_s: Eq. 7 (official 5.5 and 0.2).
-        flow: a :class:`~vtoonify_core.flow.FlowBackend` or a name (``'dis'``, ``'dis_fast'``,
-            ``'raft:<path>'``, see :func:`~vtoonify_core.flow.get_flow_backend`).
+        flow: a :class:`~vtoonify_core.temporal.flow.FlowBackend` or a name (``'dis'``, ``'dis_fast'``,
+            ``'raft:<path>'``, see :func:`~vtoonify_core.temporal.flow.get_flow_backend`).
         flow_scale: the flow is computed at this fraction of the frame resolution (0.5: half
             size, about 4x faster with DIS) and up-scaled, vectors multiplied accordingly.
         chunk_size: process the output in chunks of this many frames, each with k frames of

@@ -40,7 +40,7 @@ def stylize_chunk(model: VToonifyModel, job: VideoJob, frames: np.ndarray, *, ba
                   on_oom: Optional[Callable[[int], None]] = None) -> None:
     """Stylize ``(n, H, W, 3)`` uint8 frames of a job, ``batch_size`` at a time.
 
-    Face mode: every frame is cropped with the job's geometry (:func:`~vtoonify_core.crop.apply_crop`,
+    Face mode: every frame is cropped with the job's geometry (:func:`~vtoonify_core.faces.crop.apply_crop`,
     the official rule) and :func:`~vtoonify_core.pipeline.stylize` runs on the crops; whole mode:
     :func:`~vtoonify_core.pipeline.stylize_clip` pads to multiples of 8 and crops back. Each
     finished batch goes to ``sink(start, (b, 4h, 4w, 3) uint8)`` at once; ``progress(frames)``
@@ -256,7 +256,7 @@ def stylize_video(model: VToonifyModel, source: PathLike, output: PathLike, styl
     of stylized frames, whatever the video's length. See the module docstring for the layout.
 
     Args:
-        model: the VToonify bundle (:func:`~vtoonify_core.pipeline.load_model`).
+        model: the VToonify bundle (:func:`~vtoonify_core.models.load_model`).
         source, output: video files; the output container follows its extension (:data:`CONTAINERS`).
         style: a style code; ``None``: from the first frame with a face (``style_id`` and
             ``color_transfer`` choose the exemplar of VToonify-D).
