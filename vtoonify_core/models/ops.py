@@ -48,12 +48,16 @@ def upfirdn2d(
     else:
         px0, px1, py0, py1 = pad
     n, c, h, w = x.shape
+    # channels-last stays channels-last: oneDNN's depthwise convolution is several times faster there
+    fmt = torch.channels_last if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and c > 1 \
+        else torch.contiguous_format
     if up > 1:
-        y = x.new_zeros(n, c, h * up, w * up)
+        y = torch.empty((n, c, h * up, w * up), dtype=x.dtype, device=x.device, memory_format=fmt).zero_()
         y[:, :, ::up, ::up] = x
         x = y
     kh, kw = kernel.shape
-    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device).expand(c, 1, kh, kw)
+    # a real (not expanded) weight: an expanded one sends the convolution down a slow generic path
+    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device).expand(c, 1, kh, kw).contiguous()
     if px0 == px1 >= 0 and py0 == py1 >= 0:
         # symmetric padding: let the convolution pad (no padded copy of the input)
         return F.conv2d(x, weight, stride=down, padding=(py0, px0), groups=c)
