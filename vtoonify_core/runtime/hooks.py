@@ -26,11 +26,13 @@ class RunHooks:
     on_oom: Optional[Callable[[int], None]] = None
     output_device: Optional[DeviceLike] = None
 
-    def kwargs(self, *, output: bool = True) -> dict[str, Any]:
-        """Keyword arguments for the pipeline's functions (``output=False`` leaves ``output_device`` out,
-        for functions that do not gather results)."""
-        out: dict[str, Any] = {"progress": self.progress, "check_interrupt": self.check_interrupt,
-                               "on_oom": self.on_oom}
+    def kwargs(self, *, output: bool = True, oom: bool = True) -> dict[str, Any]:
+        """Keyword arguments for the pipeline's functions: ``output=False`` leaves ``output_device``
+        out (functions that do not gather results, e.g. ``stylize_video``), ``oom=False`` leaves
+        ``on_oom`` out (functions without the out-of-memory back-off, e.g. ``smooth_clip``)."""
+        out: dict[str, Any] = {"progress": self.progress, "check_interrupt": self.check_interrupt}
+        if oom:
+            out["on_oom"] = self.on_oom
         if output and self.output_device is not None:
             out["output_device"] = self.output_device
         return out
