@@ -6,28 +6,23 @@ folders), records what the nodes do with them in a :class:`StubState`, and loads
 as the package ``comfyui_vtoonify`` the way ComfyUI does (``custom_nodes/<pack>/__init__.py``),
 without putting the pack on ``sys.path``.
 
-Usage::
+Tests use it through the ``fake_comfy`` / ``fake_comfy_empty`` fixtures of ``tests/conftest.py``,
+which call::
 
     state = comfy_stub.install(models_dir)       # fake modules in sys.modules
     pack = comfy_stub.load_pack()                 # the pack, as ComfyUI imports it
     ...
     comfy_stub.uninstall()                        # previous sys.modules entries restored
-
-or, for a pack with an empty ``models/vtoonify``::
-
-    with comfy_stub.empty_models_pack(tmp_dir) as (pack, folder):
-        ...
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 
@@ -247,22 +242,3 @@ def uninstall(name: str = PACK_NAME) -> None:
         else:
             sys.modules[mod_name] = old
     _SAVED.clear()
-
-
-@contextlib.contextmanager
-def empty_models_pack(models_dir: Path) -> Iterator[tuple[types.ModuleType, Path]]:
-    """The pack under the fake ComfyUI with an empty ``models_dir/vtoonify``: yields (pack, that folder).
-
-    On exit the cached networks are dropped and :func:`uninstall` restores ``sys.modules``.
-    """
-    folder = Path(models_dir) / "vtoonify"
-    folder.mkdir(parents=True)
-    install(models_dir)
-    pack = None
-    try:
-        pack = load_pack()
-        yield pack, folder
-    finally:
-        if pack is not None:
-            pack.free_cache()
-        uninstall()

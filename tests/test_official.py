@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 import types
-from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -39,12 +38,6 @@ EARLIER = {f"vtoonify_d_{s}/vtoonify_s_d.pt" for s in ("arcane", "caricature", "
 
 
 @pytest.fixture(scope="module")
-def pack(fake_comfy_empty):
-    """The pack under the fake ComfyUI with an empty models/vtoonify: (pack, folder)."""
-    return fake_comfy_empty.pack, fake_comfy_empty.models
-
-
-@pytest.fixture(scope="module")
 def official():
     from vtoonify_core import official
 
@@ -52,8 +45,9 @@ def official():
 
 
 @pytest.fixture(scope="module")
-def loader(pack):
-    return import_module(pack[0].__name__ + ".nodes.loader")
+def loader_module(fake_comfy_empty):
+    """nodes/loader.py of the pack under the fake ComfyUI with an empty models/vtoonify."""
+    return fake_comfy_empty.module("nodes.loader")
 
 
 def test_the_list_is_the_release(official):
@@ -115,8 +109,8 @@ def test_supports_names_what_applies(official):
     assert mine.host() == "" and mine.source() == ""  # not an official file
 
 
-def test_node_offers_and_explains_every_variant(pack, loader):
-    cls = pack[0].NODE_CLASS_MAPPINGS["VToonifyLoadModel"]
+def test_node_offers_and_explains_every_variant(fake_comfy_empty, loader_module):
+    cls = fake_comfy_empty.pack.NODE_CLASS_MAPPINGS["VToonifyLoadModel"]
     req = cls.INPUT_TYPES()["required"]
     choices, opts = req["checkpoint"]
     assert {os.path.normpath(n) for n in HUB_NAMES | DRIVE} <= set(choices)  # nothing downloaded yet
@@ -130,9 +124,10 @@ def test_node_offers_and_explains_every_variant(pack, loader):
     assert "Google Drive" in req["download_missing"][1]["tooltip"]
 
 
-def test_saved_workflows_stay_valid(pack):
+def test_saved_workflows_stay_valid(fake_comfy_empty):
     """Every checkpoint a shipped workflow stores is still a choice (ComfyUI refuses values not in the list)."""
-    choices = set(pack[0].NODE_CLASS_MAPPINGS["VToonifyLoadModel"].INPUT_TYPES()["required"]["checkpoint"][0])
+    loader = fake_comfy_empty.pack.NODE_CLASS_MAPPINGS["VToonifyLoadModel"]
+    choices = set(loader.INPUT_TYPES()["required"]["checkpoint"][0])
     stored = set()
     for path in sorted((ROOT / "workflows").rglob("*.json")):
         data = json.loads(path.read_text())
@@ -161,19 +156,19 @@ class FakeHub(types.ModuleType):
         return str(target)
 
 
-def test_download_fetches_hub_files_and_points_to_drive_for_the_rest(pack, loader, monkeypatch):
-    _, folder = pack
+def test_download_fetches_hub_files_and_points_to_drive_for_the_rest(fake_comfy_empty, loader_module, monkeypatch):
+    folder = fake_comfy_empty.models
     hub = FakeHub()
     monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
     name = "vtoonify_d_caricature/vtoonify_s039_d0.5.pt"
-    got = loader.download(os.path.normpath(name), "checkpoint")
+    got = loader_module.download(os.path.normpath(name), "checkpoint")
     assert hub.calls == [("PKUWilliamYang/VToonify", "models/" + name)]
     assert got == folder / name and got.read_bytes() == b"stand-in"
     got.unlink()
     hub.calls.clear()
     for name in sorted(DRIVE):
         with pytest.raises(FileNotFoundError) as err:
-            loader.download(os.path.normpath(name), "checkpoint")
+            loader_module.download(os.path.normpath(name), "checkpoint")
         msg = str(err.value)
         assert msg.startswith(f"checkpoint: could not download models/{name}: ")
         assert "Google Drive only" in msg and name.split("/")[0] in msg
@@ -182,23 +177,24 @@ def test_download_fetches_hub_files_and_points_to_drive_for_the_rest(pack, loade
     assert hub.calls == []  # never asked the hub for a file it does not have
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed: Drive files still explained
     with pytest.raises(FileNotFoundError, match=r"Google Drive only"):
-        loader.download("vtoonify_t_arcane/vtoonify.pt", "checkpoint")
+        loader_module.download("vtoonify_t_arcane/vtoonify.pt", "checkpoint")
     with pytest.raises(ImportError, match=r"pip install huggingface_hub"):
-        loader.download("vtoonify_d_comic/vtoonify_s_d.pt", "checkpoint")
+        loader_module.download("vtoonify_d_comic/vtoonify_s_d.pt", "checkpoint")
 
 
-def test_missing_file_message_says_what_the_variant_is(loader):
-    msg = loader.missing_message("vtoonify_d_arcane/vtoonify_s077_d0.5.pt", "checkpoint")
+def test_missing_file_message_says_what_the_variant_is(loader_module):
+    msg = loader_module.missing_message("vtoonify_d_arcane/vtoonify_s077_d0.5.pt", "checkpoint")
     assert "only exemplar style 77" in msg and "only style degree 0.5" in msg
     assert "https://huggingface.co/PKUWilliamYang/VToonify/tree/main/models/vtoonify_d_arcane" in msg
-    msg = loader.missing_message("vtoonify_t_cartoon/vtoonify.pt", "checkpoint")
+    msg = loader_module.missing_message("vtoonify_t_cartoon/vtoonify.pt", "checkpoint")
     assert "Google Drive only" in msg and "VToonify-T cartoon" in msg
-    assert "It is" not in loader.missing_message("encoder.pt", "style_encoder")
+    assert "It is" not in loader_module.missing_message("encoder.pt", "style_encoder")
 
 
-def test_load_logs_the_variant(pack, loader, caplog, vtoonify_d_path, exstyle_path, psp_path, bisenet_path):
+def test_load_logs_the_variant(fake_comfy_empty, loader_module, caplog, vtoonify_d_path, exstyle_path, psp_path,
+                               bisenet_path):
     """A fixed-style checkpoint loads like any VToonify-D one and the log says what it supports."""
-    _, folder = pack
+    folder = fake_comfy_empty.models
     d = folder / "vtoonify_d_pixar"
     d.mkdir()
     os.symlink(vtoonify_d_path, d / "vtoonify_s052_d0.5.pt")
@@ -206,7 +202,7 @@ def test_load_logs_the_variant(pack, loader, caplog, vtoonify_d_path, exstyle_pa
     os.symlink(psp_path, folder / "encoder.pt")
     os.symlink(bisenet_path, folder / "faceparsing.pth")
     with caplog.at_level(logging.INFO, logger="vtoonify"):
-        model, _ = loader.LoadVToonifyModel().load("vtoonify_d_pixar/vtoonify_s052_d0.5.pt", "encoder.pt",
+        model, _ = loader_module.LoadVToonifyModel().load("vtoonify_d_pixar/vtoonify_s052_d0.5.pt", "encoder.pt",
                                                    "faceparsing.pth", "auto", "cpu", "fp32", False)
     assert model.backbone == "dualstylegan" and model.n_styles == 4
     assert any("only exemplar style 52" in r.getMessage() and "only style degree 0.5" in r.getMessage()

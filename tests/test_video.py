@@ -13,6 +13,7 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
+import comfy_stub  # tests/ is on sys.path (conftest.py)
 import numpy as np
 import pytest
 import torch
@@ -232,18 +233,16 @@ def test_no_face_in_video(tmp_path, bundle_d, style_d):
 
 
 @pytest.fixture(scope="module")
-def comfy(fake_comfy):
-    """The video node module, a loaded VToonify-D bundle and the output folder of the fake ComfyUI."""
-    loader = fake_comfy.pack.NODE_CLASS_MAPPINGS["VToonifyLoadModel"]()
-    model, _ = loader.load("vtoonify_d_cartoon/vtoonify_s_d.pt", "encoder.pt", "faceparsing.pth", "auto", "cpu",
-                           "fp32", False)
-    import comfy_stub
-
-    return fake_comfy.module("nodes.video"), model, fake_comfy.output, comfy_stub
+def loader_bundle_d(fake_comfy):
+    """The VToonify-D model bundle from Load VToonify Model (under the fake ComfyUI)."""
+    loader = fake_comfy.node("VToonifyLoadModel")
+    model, _ = loader("vtoonify_d_cartoon/vtoonify_s_d.pt", "encoder.pt", "faceparsing.pth", "auto", "cpu", "fp32",
+                      False)
+    return model
 
 
-def test_node_stylize_video_file(comfy, tmp_path):
-    node_module, model, output, comfy_stub = comfy
+def test_node_stylize_video_file(fake_comfy, loader_bundle_d, tmp_path):
+    node_module = fake_comfy.module("nodes.video")
     assert node_module.NODE_CLASS_MAPPINGS == {"VToonifyStylizeVideoFile": node_module.StylizeVideoFile}
     assert node_module.NODE_DISPLAY_NAME_MAPPINGS["VToonifyStylizeVideoFile"] == "Stylize Video File (VToonify)"
     cls = node_module.StylizeVideoFile
@@ -251,31 +250,32 @@ def test_node_stylize_video_file(comfy, tmp_path):
     assert spec["required"]["vtoonify_model"][0] == "VTOONIFY_MODEL"
     assert spec["optional"]["style"][0] == "VTOONIFY_STYLE" and cls.RETURN_TYPES == ("STRING", "IMAGE")
     src = video.write_video(tmp_path / "walk.mp4", moving_frames(6, 32), 24, tone_hz=330)
-    run = getattr(cls(), cls.FUNCTION)
+    run = fake_comfy.node("VToonifyStylizeVideoFile")
     kwargs = dict(output_name="toon/%stem%.mp4", style_degree=0.5, batch_size=2, crop_mode="whole frame (pad to 8)",
                   style_id=1, color_transfer=True, chunk_size=2, preview_frames=3)
-    state = comfy_stub.STATE
+    state = fake_comfy.state
     state.progress.clear()
     state.interrupt_checks, state.interrupt_on = 0, 6  # cancelled in the middle of the second chunk
     with pytest.raises(comfy_stub.InterruptProcessingException):
-        run(model, str(src), **kwargs)
-    work = output / "toon" / ".walk.mp4.vtoonify"
+        run(loader_bundle_d, str(src), **kwargs)
+    work = fake_comfy.output / "toon" / ".walk.mp4.vtoonify"
     done = [c["done"] for c in json.loads((work / "manifest.json").read_text())["chunks"]]
     assert done[0] and not all(done)
     state.progress.clear()
-    answer = run(model, str(src), **kwargs)
+    answer = run(loader_bundle_d, str(src), **kwargs)
     path, previews = answer["result"]
-    assert path == str(output / "toon" / "walk.mp4") and not work.exists()
+    assert path == str(fake_comfy.output / "toon" / "walk.mp4") and not work.exists()
     assert answer["ui"]["images"] == [{"filename": "walk.mp4", "subfolder": "toon", "type": "output"}]
     assert tuple(previews.shape) == (3, 128, 128, 3) and 0.0 <= float(previews.min()) <= float(previews.max()) <= 1.0
+    assert state.progress[0] == (0, 6)  # the bar is sized when the job knows the frame count
     assert state.progress[-1] == (6, 6) and state.progress[1][0] >= 2  # resumed after the finished chunk
     info = video.probe_video(path)
     assert (info.frames, info.rate, len(info.audio)) == (6, Fraction(24), 1)
     assert cls.IS_CHANGED(video_path=str(src)) != cls.IS_CHANGED(video_path=str(tmp_path / "other.mp4"))
     with pytest.raises(ValueError, match="Stylize Video File .*output_name"):
-        run(model, str(src), **{**kwargs, "output_name": "../escape.mp4"})
+        run(loader_bundle_d, str(src), **{**kwargs, "output_name": "../escape.mp4"})
     with pytest.raises(FileNotFoundError, match="video_path"):
-        run(model, str(tmp_path / "missing.mp4"), **kwargs)
+        run(loader_bundle_d, str(tmp_path / "missing.mp4"), **kwargs)
 
 
 def test_automatic_batch_size_gives_the_same_video(tmp_path, bundle_d, style_d, clip, whole_run):

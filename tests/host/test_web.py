@@ -20,17 +20,10 @@ import sys
 import time
 import types
 import urllib.parse
-from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-try:
-    import comfy_stub
-except ImportError:  # tests/ is not on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import comfy_stub
 
 pytestmark = pytest.mark.slow
 
@@ -117,12 +110,12 @@ def snapshot(root: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def routes_env(tmp_path_factory):
-    """The pack under the fake ComfyUI with an empty models/vtoonify; yields (routes module, folder)."""
-    with comfy_stub.empty_models_pack(tmp_path_factory.mktemp("web_models")) as (pack, folder):
-        routes = import_module(pack.__name__ + ".nodes.routes")
-        assert routes.REGISTERED is False  # no server here: the handlers are plain functions
-        yield routes, folder
+def routes_env(fake_comfy_empty):
+    """The pack's routes module under the fake ComfyUI (tests/conftest.py) with an empty models/vtoonify:
+    (routes module, that folder)."""
+    routes = fake_comfy_empty.module("nodes.routes")
+    assert routes.REGISTERED is False  # no server here: the handlers are plain functions
+    return routes, fake_comfy_empty.models
 
 
 class FakeHub(types.ModuleType):
