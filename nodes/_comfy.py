@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -133,6 +133,31 @@ def progress(total: int) -> Callable[..., None]:
     return update
 
 
+def run_hooks(total: Optional[int] = None, preview: Optional[Callable[[], Any]] = None):
+    """The core's :class:`~vtoonify_core.runtime.RunHooks` for one node run, driven by ComfyUI.
+
+    * ``progress``: a progress bar of ``total`` steps (``None``: sized by the first update, for runs
+      that learn their length as they start); ``preview()``, when given, is asked at every update
+      for an image to show on the node (``None``: keep the last one);
+    * ``check_interrupt``: ComfyUI's Cancel button;
+    * ``on_oom``: give cached allocator blocks back after an out-of-memory error;
+    * ``output_device``: ComfyUI's intermediate device.
+
+    Pass ``**hooks.kwargs()`` to the core function.
+    """
+    from ..vtoonify_core.runtime.hooks import RunHooks
+
+    bar = progress(total) if total is not None else None
+
+    def update(done: int, tot: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress(tot)
+        bar(done, tot, preview() if preview is not None else None)
+
+    return RunHooks(progress=update, check_interrupt=check_interrupt, on_oom=on_oom, output_device=output_device())
+
+
 #: Longest side of node previews (pixels).
 PREVIEW_SIZE = 512
 
@@ -170,25 +195,25 @@ def on_oom(new_size: int) -> None:
 
 
 def resolve_device(choice: str) -> torch.device:
-    """``auto`` (ComfyUI's device), ``cuda``, ``mps`` or ``cpu``; refuses an unavailable one."""
+    """``auto`` (ComfyUI's device), ``cuda``, ``mps`` or ``cpu`` (the loader's list, which ComfyUI
+    validates); refuses one this machine does not have."""
     from ..vtoonify_core.errors import InputError
 
-    if choice == "auto":
-        return torch.device(model_management().get_torch_device())
-    if choice == "cpu":
-        return torch.device("cpu")
-    if choice == "cuda":
+    def cuda() -> torch.device:
         if not torch.cuda.is_available():
             raise InputError("device", "CUDA is not available in this ComfyUI (no NVIDIA GPU or a CPU-only PyTorch): "
                                        "choose auto or cpu.")
         dev = torch.device(model_management().get_torch_device())
         return dev if dev.type == "cuda" else torch.device("cuda")
-    if choice == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
+
+    def mps() -> torch.device:
+        backend = getattr(torch.backends, "mps", None)
+        if backend is None or not backend.is_available():
             raise InputError("device", "Apple MPS is not available on this machine: choose auto or cpu.")
         return torch.device("mps")
-    raise InputError("device", f"unknown device {choice!r}; use auto, cuda, mps or cpu.")
+
+    return {"auto": lambda: torch.device(model_management().get_torch_device()),
+            "cpu": lambda: torch.device("cpu"), "cuda": cuda, "mps": mps}[choice]()
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
@@ -209,8 +234,12 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     return core_resolve(choice, device)
 
 
-def patching_supported(device: torch.device) -> bool:
-    """Whether ComfyUI's model management can hold a network for ``device`` (an accelerator)."""
+# ---------------------------------------------------------------------------------------------- model management
+
+
+def managed_device(device: torch.device) -> bool:
+    """Whether networks for ``device`` are held by ComfyUI's model management (an accelerator, in
+    a ComfyUI with model patchers); on the CPU nothing moves, so nothing is managed."""
     if device.type == "cpu":
         return False
     try:
@@ -222,26 +251,47 @@ def patching_supported(device: torch.device) -> bool:
         return False
 
 
-def make_patcher(module: torch.nn.Module, device: torch.device):
-    """A ComfyUI model patcher for ``module`` on an accelerator (``None`` on CPU or without support).
+def offload_device() -> torch.device:
+    """Where ComfyUI keeps networks that are not in use (read there first, moved by ComfyUI)."""
+    return torch.device(model_management().unet_offload_device())
 
-    With a patcher ComfyUI moves the weights to the GPU when a node needs them and back to the
-    offload device when other models need the memory.
+
+def make_patcher(module: torch.nn.Module, device: torch.device):
+    """A ComfyUI model patcher that loads ``module`` to ``device`` (``None`` if this ComfyUI's patcher
+    cannot be built: the caller then places the network itself).
+
+    ComfyUI moves the weights to ``device`` when a node asks for them (:func:`load_patchers`) and
+    back to the offload device when other models need the memory.
     """
-    if device.type == "cpu":
-        return None
     try:
         import comfy.model_patcher as mp
 
         cls = getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher
-        return cls(module, load_device=device, offload_device=model_management().unet_offload_device())
-    except Exception:  # older/newer ComfyUI without a usable patcher: plain device placement
-        logger.debug("VToonify: no ComfyUI model patcher, models stay on %s", device, exc_info=True)
+        return cls(module, load_device=device, offload_device=offload_device())
+    except Exception:  # older/newer ComfyUI without a usable patcher
+        logger.debug("VToonify: no ComfyUI model patcher for %s", device, exc_info=True)
         return None
 
 
-def load_patchers(patchers: list, memory_required: int = 0) -> None:
-    """Ask ComfyUI to put these patchers' models on their device, freeing other models if needed."""
+def clone_patcher(patcher, on_unload: Optional[Callable[[], None]] = None):
+    """A clone of ``patcher`` (ComfyUI knows clones share their weights: it loads and accounts them
+    once). ``on_unload()`` runs when ComfyUI moves the weights off the device through the clone."""
+    clone = patcher.clone()
+    if on_unload is not None:
+        try:
+            from comfy.patcher_extension import CallbacksMP
+
+            clone.add_callback(CallbacksMP.ON_DETACH, lambda _patcher, unpatch_all=True: on_unload() if unpatch_all
+                               else None)
+        except (ImportError, AttributeError):  # a ComfyUI without patcher callbacks
+            logger.debug("VToonify: no patcher callbacks in this ComfyUI", exc_info=True)
+    return clone
+
+
+def load_patchers(patchers, memory_required: int = 0) -> None:
+    """Ask ComfyUI to put these patchers' networks on their device (``None`` entries: unmanaged
+    networks, already where they run), freeing other models' memory as needed."""
+    patchers = [p for p in patchers if p is not None]
     if not patchers:
         return
     mm = model_management()
@@ -252,21 +302,11 @@ def load_patchers(patchers: list, memory_required: int = 0) -> None:
 
 
 def release_patcher(patcher) -> None:
-    """Unload one patcher's model from ComfyUI's list of loaded models (weights to the offload device)."""
+    """Move a dropped network's weights back to the offload device (``patcher.detach()``). ComfyUI
+    forgets its entry by itself once the network is garbage (its own weak references)."""
     if patcher is None:
         return
     try:
-        mm = model_management()
-        loaded = getattr(mm, "current_loaded_models", None)
-        if loaded is not None:
-            for i in range(len(loaded) - 1, -1, -1):
-                if getattr(loaded[i], "model", None) is patcher:
-                    entry = loaded.pop(i)
-                    try:
-                        entry.model_unload()
-                    except Exception:
-                        patcher.detach()
-        else:
-            patcher.detach()
+        patcher.detach()
     except Exception:  # pragma: no cover - best effort
         logger.debug("VToonify: could not release a model patcher", exc_info=True)

@@ -5,9 +5,11 @@ file is read again and a different device or precision gets its own copy. At mos
 ``VTOONIFY_CACHE_SIZE`` networks (default 4: a generator, the encoder, the parser and one more
 generator) and a few exemplar-code files are kept; the least recently used is dropped first.
 
-On an accelerator each network gets a ComfyUI model patcher, so ComfyUI moves it to the GPU
-when a VToonify node runs and offloads it when other models need the memory. Dropped entries
-are unloaded from ComfyUI as well. :func:`free_cache` empties everything.
+On a device ComfyUI manages (an accelerator) each network is read to the offload device and gets
+a ComfyUI model patcher, which the loader puts into the bundle (:mod:`.bundle`): ComfyUI moves the
+network to the device when a VToonify node asks for it and offloads it when other models need the
+memory. A dropped network is detached (weights back to the offload device); ComfyUI forgets it
+once it is garbage. :func:`free_cache` empties everything.
 """
 from __future__ import annotations
 
@@ -63,10 +65,6 @@ class LRUCache:
                 self._evict(old)
         return entry
 
-    def find(self, predicate: Callable[[Entry], bool]) -> Optional[Entry]:
-        with self._lock:
-            return next((e for e in self._items.values() if predicate(e)), None)
-
     def keys(self) -> list:
         with self._lock:
             return list(self._items)
@@ -102,21 +100,22 @@ def file_key(path: Path) -> tuple:
 
 
 def load_network(part: str, path: Path, device: torch.device, dtype: torch.dtype,
-                 loader: Callable[[Path, torch.device, torch.dtype], torch.nn.Module]) -> torch.nn.Module:
-    """A cached network (``part`` is 'generator', 'encoder' or 'parser').
-
-    On an accelerator with ComfyUI's model management the network is read to the offload
-    device and given a patcher; it reaches ``device`` through :func:`ensure_on_device`.
-    """
+                 loader: Callable[[Path, torch.device, torch.dtype], torch.nn.Module]) -> tuple[torch.nn.Module, Any]:
+    """A cached network (``part`` is 'generator', 'encoder' or 'parser') and its ComfyUI patcher
+    (``None`` where ComfyUI does not manage ``device``: the network is read onto ``device``)."""
     key = (part, *file_key(path), str(device), str(dtype))
 
     def load() -> Entry:
-        if not _comfy.patching_supported(device):
+        if not _comfy.managed_device(device):
             return Entry(loader(path, device, dtype))
-        module = loader(path, torch.device(_comfy.model_management().unet_offload_device()), dtype)
-        return Entry(module, _comfy.make_patcher(module, device))  # no patcher: moved by ensure_on_device
+        module = loader(path, _comfy.offload_device(), dtype)
+        patcher = _comfy.make_patcher(module, device)
+        if patcher is None:  # this ComfyUI cannot build a patcher: the new network lives on the device
+            module.to(device)
+        return Entry(module, patcher)
 
-    return NETWORKS.get(key, load).value
+    entry = NETWORKS.get(key, load)
+    return entry.value, entry.patcher
 
 
 def load_exstyles(path: Path):
@@ -125,30 +124,9 @@ def load_exstyles(path: Path):
     return EXSTYLES.get(("exstyle", *file_key(path)), lambda: Entry(read(path))).value
 
 
-def patcher_of(module: torch.nn.Module):
-    entry = NETWORKS.find(lambda e: e.value is module)
-    return None if entry is None else entry.patcher
-
-
-def ensure_on_device(modules, device: torch.device, memory_required: int = 0) -> None:
-    """Put networks on ``device`` before they run: through ComfyUI when patched, else directly."""
-    patchers = []
-    for m in modules:
-        if m is None:
-            continue
-        p = patcher_of(m)
-        if p is not None:
-            patchers.append(p)
-            continue
-        t = next(iter(m.parameters()), None)
-        if t is not None and t.device != device and not (t.device.type == device.type == "cuda"
-                                                        and device.index is None):
-            m.to(device)
-    _comfy.load_patchers(patchers, memory_required)
-
-
 def free_cache() -> None:
-    """Drop every cached network and exemplar file, unload them from ComfyUI, empty the allocator cache."""
+    """Drop every cached network and exemplar file (weights back to the offload device), empty the
+    allocator cache."""
     NETWORKS.clear()
     EXSTYLES.clear()
     try:

@@ -2,10 +2,9 @@
 :func:`vtoonify_core.temporal.deflicker`)."""
 from __future__ import annotations
 
-from . import _comfy
+from . import _comfy, inputs
 
 DEFLICKER_NAME = "Deflicker (VToonify)"
-FLOWS = ("dis", "dis_fast")
 
 
 class Deflicker:
@@ -25,10 +24,10 @@ class Deflicker:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "The stylized frames (e.g. Stylize Frames' output), in clip order."}),
+                "images": inputs.images(tooltip="The stylized frames (e.g. Stylize Frames' output), in clip order."),
                 "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
                                        "tooltip": "0 = off; 1 = strongest temporal blending."}),
-                "flow": (list(FLOWS), {"default": "dis", "tooltip": "Optical flow: OpenCV DIS (medium) or its faster preset."}),
+                "flow": inputs.flow(),
                 "flow_scale": ("FLOAT", {"default": 0.5, "min": 0.125, "max": 1.0, "step": 0.125,
                                          "tooltip": "Compute the flow at this fraction of the guide's size (faster), "
                                                     "then scale it up."}),
@@ -52,8 +51,9 @@ class Deflicker:
             if guide.shape[0] != frames.shape[0]:
                 raise InputError("guide_images", f"has {guide.shape[0]} frames but images has {frames.shape[0]}; "
                                                  f"connect the frames the stylized clip was made from.")
+            hooks = _comfy.run_hooks(frames.shape[0])  # the core's deflicker reports progress only
             out = deflicker(frames.float(), guide.float() * 2 - 1, float(strength), flow=flow,
-                            flow_scale=float(flow_scale), progress=_comfy.progress(frames.shape[0]))
+                            flow_scale=float(flow_scale), progress=hooks.progress)
             return (_comfy.unit_to_image(out.clamp_(0.0, 1.0)),)
 
 

@@ -17,7 +17,7 @@ from ..vtoonify_core.official import (
     PARSER_FILE,
     T_STYLES,
 )
-from . import _comfy, cache
+from . import _comfy, cache, inputs
 
 logger = logging.getLogger("vtoonify")
 
@@ -203,7 +203,7 @@ def resolve_exstyle(choice: str, checkpoint_name: str, checkpoint_path: Path, do
 
 
 def _load(part: str, input_name: str, path: Path, device, dtype, loader):
-    """A cached network; a checkpoint error names the node input it came from."""
+    """A cached network and its ComfyUI patcher; a checkpoint error names the node input it came from."""
     from ..vtoonify_core.errors import CheckpointError
 
     try:
@@ -221,7 +221,7 @@ class LoadVToonifyModel:
 
     CATEGORY = "VToonify"
     FUNCTION = "load"
-    RETURN_TYPES = ("VTOONIFY_MODEL", "FACE_PARSER")
+    RETURN_TYPES = (inputs.MODEL, inputs.FACE_PARSER)
     RETURN_NAMES = ("vtoonify_model", "face_parser")
     OUTPUT_TOOLTIPS = (
         "The VToonify generator with its exemplar style codes (VToonify-D) and the pSp style encoder.",
@@ -285,7 +285,7 @@ class LoadVToonifyModel:
     def load(self, checkpoint, style_encoder, face_parser, exstyle="auto", device="auto", precision="auto",
              download_missing=False):
         from ..vtoonify_core import load_face_parser, load_style_encoder, load_vtoonify
-        from ..vtoonify_core.models.bundle import VToonifyModel
+        from .bundle import ComfyVToonifyModel
 
         with _comfy.node_errors(DISPLAY_NAME):
             register_folder()
@@ -294,7 +294,7 @@ class LoadVToonifyModel:
             ckpt_path = resolve_file(checkpoint, "checkpoint", download_missing)
             enc_path = resolve_file(style_encoder, "style_encoder", download_missing)
             par_path = resolve_file(face_parser, "face_parser", download_missing)
-            gen = _load("generator", "checkpoint", ckpt_path, dev, dtype, load_vtoonify)
+            gen, gen_patcher = _load("generator", "checkpoint", ckpt_path, dev, dtype, load_vtoonify)
             sources = {"checkpoint": str(ckpt_path), "encoder": str(enc_path), "parser": str(par_path)}
             styles = None
             if gen.backbone == "dualstylegan":
@@ -310,9 +310,11 @@ class LoadVToonifyModel:
                     sources["exstyle"] = str(ex_path)
             elif exstyle not in (AUTO, NONE):
                 logger.info("VToonify: %s is a VToonify-T checkpoint; exstyle %s is not used", checkpoint, exstyle)
-            enc = _load("encoder", "style_encoder", enc_path, dev, dtype, load_style_encoder)
-            par = _load("parser", "face_parser", par_path, dev, dtype, load_face_parser)
-            model = VToonifyModel(gen, enc, par, styles, dev, dtype, sources)
+            enc, enc_patcher = _load("encoder", "style_encoder", enc_path, dev, dtype, load_style_encoder)
+            par, par_patcher = _load("parser", "face_parser", par_path, dev, dtype, load_face_parser)
+            model = ComfyVToonifyModel(gen, enc, par, styles, dev, dtype, sources,
+                                       patchers={"generator": gen_patcher, "encoder": enc_patcher,
+                                                 "parser": par_patcher})
             note = variant_note(checkpoint)
             logger.info("VToonify: loaded %s%s", model.describe(), f" ({note})" if note else "")
             return (model, model.face_parser)

@@ -1,7 +1,7 @@
 """Face Parse and Smooth Parsing: BiSeNet parsing maps of frames, and their temporal smoothing."""
 from __future__ import annotations
 
-from . import _comfy, cache
+from . import _comfy, inputs
 
 PARSE_NAME = "Face Parse"
 SMOOTH_NAME = "Smooth Parsing"
@@ -21,7 +21,6 @@ _CLASS_TEXT = {
     "neck": "neck (14)", "necklace": "necklace (15)", "cloth": "clothes (16)", "hair": "hair (17)", "hat": "hat (18)",
     "background": "background (0)",
 }
-FLOWS = ("dis", "dis_fast")
 
 
 class FaceParse:
@@ -29,7 +28,7 @@ class FaceParse:
 
     CATEGORY = "VToonify"
     FUNCTION = "parse"
-    RETURN_TYPES = ("FACE_PARSING", "MASK", "IMAGE")
+    RETURN_TYPES = (inputs.FACE_PARSING, "MASK", "IMAGE")
     RETURN_NAMES = ("face_parsing", "mask", "parsing_image")
     OUTPUT_TOOLTIPS = (
         "BiSeNet logits [frames, 19, H, W] as the official pipeline computes them (for Smooth Parsing and "
@@ -43,8 +42,8 @@ class FaceParse:
     @classmethod
     def INPUT_TYPES(cls):
         required = {
-            "face_parser": ("FACE_PARSER", {"tooltip": "From Load VToonify Model."}),
-            "images": ("IMAGE", {"tooltip": "Frames to parse (any size)."}),
+            "face_parser": (inputs.FACE_PARSER, {"tooltip": "From Load VToonify Model."}),
+            "images": inputs.images(),
         }
         for name, (group, default) in MASK_TOGGLES.items():
             required[name] = ("BOOLEAN", {"default": default, "tooltip": f"Include {_CLASS_TEXT[group]} in the mask."})
@@ -52,20 +51,17 @@ class FaceParse:
 
     def parse(self, face_parser, images, **toggles):
         from ..vtoonify_core.errors import InputError
-        from ..vtoonify_core.models.bundle import FaceParserModel
         from ..vtoonify_core.pipeline.parsing import class_mask, color_map, parse
 
         with _comfy.node_errors(PARSE_NAME):
-            if not isinstance(face_parser, FaceParserModel):
-                raise InputError("face_parser", "connect the FACE_PARSER output of Load VToonify Model.")
+            parser = inputs.require_face_parser(face_parser)
             unknown = sorted(set(toggles) - set(MASK_TOGGLES))
             if unknown:
                 raise InputError(unknown[0], f"unknown input; the mask classes are {', '.join(MASK_TOGGLES)}.")
             frames = _comfy.image_to_frames(images, "images")
-            cache.ensure_on_device([face_parser.parser], face_parser.device)
-            parsing = parse(face_parser, frames, input_range=_comfy.IMAGE_RANGE,
-                            progress=_comfy.progress(frames.shape[0]), check_interrupt=_comfy.check_interrupt,
-                            on_oom=_comfy.on_oom, output_device=_comfy.output_device())
+            parser.load()
+            hooks = _comfy.run_hooks(frames.shape[0])
+            parsing = parse(parser, frames, input_range=_comfy.IMAGE_RANGE, **hooks.kwargs())
             groups = [group for name, (group, default) in MASK_TOGGLES.items() if toggles.get(name, default)]
             mask = class_mask(parsing, groups)
             return (parsing, _comfy.to_mask(mask), _comfy.unit_to_image(color_map(parsing)))
@@ -76,7 +72,7 @@ class SmoothParsing:
 
     CATEGORY = "VToonify"
     FUNCTION = "smooth"
-    RETURN_TYPES = ("FACE_PARSING",)
+    RETURN_TYPES = (inputs.FACE_PARSING,)
     RETURN_NAMES = ("face_parsing",)
     OUTPUT_TOOLTIPS = ("The parsing maps averaged over neighbouring frames along the optical flow.",)
     DESCRIPTION = ("Reduces flicker of the parsing maps of a clip: each frame's maps are averaged with those of the k "
@@ -87,8 +83,8 @@ class SmoothParsing:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "face_parsing": ("FACE_PARSING", {"tooltip": "From Face Parse, computed on these frames."}),
-                "images": ("IMAGE", {"tooltip": "The frames that were parsed, in order."}),
+                "face_parsing": (inputs.FACE_PARSING, {"tooltip": "From Face Parse, computed on these frames."}),
+                "images": inputs.images(tooltip="The frames that were parsed, in order."),
                 "k": ("INT", {"default": 5, "min": 0, "max": 30, "step": 1,
                               "tooltip": "Half window: frames before and after that are averaged (official 5)."}),
                 "sigma_t": ("FLOAT", {"default": 5.5, "min": 0.01, "max": 100.0, "step": 0.1,
@@ -97,8 +93,7 @@ class SmoothParsing:
                                       "tooltip": "Colour-difference weight width (frames in [-1, 1]; official 0.2)."}),
             },
             "optional": {
-                "flow": (list(FLOWS), {"default": "dis",
-                                       "tooltip": "Optical flow: OpenCV DIS (medium preset) or its faster preset."}),
+                "flow": inputs.flow(),
             },
         }
 
@@ -107,9 +102,9 @@ class SmoothParsing:
 
         with _comfy.node_errors(SMOOTH_NAME):
             frames = _comfy.image_to_frames(images, "images")
+            hooks = _comfy.run_hooks(frames.shape[0])
             out = smooth_clip(face_parsing, frames, k=int(k), sigma_t=float(sigma_t), sigma_s=float(sigma_s),
-                              flow=flow, input_range=_comfy.IMAGE_RANGE, progress=_comfy.progress(frames.shape[0]),
-                              check_interrupt=_comfy.check_interrupt)
+                              flow=flow, input_range=_comfy.IMAGE_RANGE, **hooks.kwargs(output=False, oom=False))
             return (out,)
 
 

@@ -1,7 +1,7 @@
 """Extract Style Code: the W+ style code of a face (pSp), with the exemplar style of VToonify-D."""
 from __future__ import annotations
 
-from . import _comfy, cache
+from . import _comfy, inputs
 
 DISPLAY_NAME = "Extract Style Code"
 
@@ -11,7 +11,7 @@ class ExtractStyleCode:
 
     CATEGORY = "VToonify"
     FUNCTION = "extract"
-    RETURN_TYPES = ("VTOONIFY_STYLE", "IMAGE", "STRING")
+    RETURN_TYPES = (inputs.STYLE, "IMAGE", "STRING")
     RETURN_NAMES = ("style", "aligned_face", "style_info")
     OUTPUT_TOOLTIPS = (
         "The W+ style code (with the backbone, style id/name and colour transfer that made it).",
@@ -26,33 +26,23 @@ class ExtractStyleCode:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vtoonify_model": ("VTOONIFY_MODEL", {"tooltip": "From Load VToonify Model."}),
+                "vtoonify_model": inputs.vtoonify_model(),
                 "image": ("IMAGE", {"tooltip": "A portrait; the first image of the batch is used."}),
-                "style_id": ("INT", {
-                    "default": 26, "min": 0, "max": 9999, "step": 1,
-                    "tooltip": "VToonify-D: index of the exemplar style (0..N-1, N depends on the checkpoint: e.g. "
-                               "317 cartoon, 199 caricature, 100 arcane styles). Its name is given in style_info. "
-                               "Ignored by VToonify-T."}),
-                "color_transfer": ("BOOLEAN", {
-                    "default": False,
-                    "tooltip": "VToonify-D: take the exemplar's colours as well (best with a colour-transfer "
-                               "checkpoint such as vtoonify_s_d_c.pt). Ignored by VToonify-T."}),
+                "style_id": inputs.style_id(),
+                "color_transfer": inputs.color_transfer(),
             }
         }
 
     def extract(self, vtoonify_model, image, style_id=26, color_transfer=False):
         from ..vtoonify_core.checks import validate_frames
-        from ..vtoonify_core.errors import InputError
         from ..vtoonify_core.styles.codes import style_from_image
 
         with _comfy.node_errors(DISPLAY_NAME):
             frames = _comfy.image_to_frames(image, "image")
             validate_frames(frames, "image")
-            model = vtoonify_model
-            if not hasattr(model, "generator"):
-                raise InputError("vtoonify_model", "connect the VTOONIFY_MODEL output of Load VToonify Model.")
+            model = inputs.require_model(vtoonify_model)
             img = _comfy.image_to_uint8(image, 0)
-            cache.ensure_on_device([model.generator, model.encoder], model.device)
+            model.load("generator", "encoder")
             style, aligned = style_from_image(model, img, int(style_id), bool(color_transfer))
             _comfy.show_preview(aligned)  # the aligned crop, shown on the node
             return (style, _comfy.uint8_to_image(aligned), style.describe())

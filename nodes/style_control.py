@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _comfy, cache
+from . import _comfy, inputs
 
 EXEMPLAR_NAME = "Exemplar Style From Image"
 MIX_NAME = "Style Mix"
@@ -17,20 +17,12 @@ KEYFRAME_LETTERS = ("a", "b", "c", "d")
 DEFAULT_KEYFRAMES = "0:A@0.0, 120:B@1.0"
 
 
-def _model(vtoonify_model):
-    from ..vtoonify_core.errors import InputError
-
-    if not hasattr(vtoonify_model, "generator"):
-        raise InputError("vtoonify_model", "connect the VTOONIFY_MODEL output of Load VToonify Model.")
-    return vtoonify_model
-
-
 class ExemplarStyleFromImage:
     """VToonify-D: any portrait (a photo or an artwork) as the exemplar style, optionally refined."""
 
     CATEGORY = "VToonify"
     FUNCTION = "make"
-    RETURN_TYPES = ("VTOONIFY_STYLE", "IMAGE", "IMAGE", "STRING")
+    RETURN_TYPES = (inputs.STYLE, "IMAGE", "IMAGE", "STRING")
     RETURN_NAMES = ("style", "aligned_references", "reconstruction", "style_info")
     OUTPUT_TOOLTIPS = (
         "The W+ style code: the face's code with the structure layers 0-6 from the reference (all 18 layers "
@@ -51,7 +43,8 @@ class ExemplarStyleFromImage:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vtoonify_model": ("VTOONIFY_MODEL", {"tooltip": "From Load VToonify Model (a VToonify-D checkpoint)."}),
+                "vtoonify_model": inputs.vtoonify_model(tooltip="From Load VToonify Model (or VToonify Speed "
+                                                                "Settings), with a VToonify-D checkpoint."),
                 "reference": ("IMAGE", {"tooltip": "Reference portrait(s), photos or artworks. Every image of the batch "
                                                    "is a reference; their codes are averaged (few-shot)."}),
                 "color_transfer": ("BOOLEAN", {
@@ -90,12 +83,10 @@ class ExemplarStyleFromImage:
         )
 
         with _comfy.node_errors(EXEMPLAR_NAME):
-            model = _model(vtoonify_model)
+            model = inputs.require_model(vtoonify_model)
             if model.backbone != "dualstylegan":
                 raise InputError("vtoonify_model", "an exemplar style needs a VToonify-D checkpoint "
                                                    "(vtoonify_d_<style>/...): VToonify-T has no exemplar styles.")
-            if refine_resolution not in REFINE_RESOLUTIONS:
-                raise InputError("refine_resolution", f"use one of {', '.join(REFINE_RESOLUTIONS)}.")
             frames = _comfy.image_to_frames(reference, "reference")
             validate_frames(frames, "reference")
             if face is None and not color_transfer:
@@ -107,11 +98,11 @@ class ExemplarStyleFromImage:
                 face_aligned, _ = prepare_style_image(_comfy.image_to_uint8(face, 0))
             images = [_comfy.image_to_uint8(reference, i) for i in range(frames.shape[0])]
             size = int(refine_resolution)
-            cache.ensure_on_device([model.generator, model.encoder], model.device)
-            steps = max(1, int(refine_steps))
+            model.load("generator", "encoder")
+            hooks = _comfy.run_hooks(len(images) * max(1, int(refine_steps)))
             exemplar, aligned, contents = exemplar_from_images(
                 model, images, refine_steps=int(refine_steps), lr=float(learning_rate), size=size, loss=loss,
-                progress=_comfy.progress(len(images) * steps), check_interrupt=_comfy.check_interrupt)
+                **hooks.kwargs(output=False, oom=False))
             n = exemplar.references
             name = "exemplar from an image" if n == 1 else f"average exemplar of {n} images"
             if refine_steps:
@@ -131,7 +122,7 @@ class StyleMix:
 
     CATEGORY = "VToonify"
     FUNCTION = "mix"
-    RETURN_TYPES = ("VTOONIFY_STYLE", "STRING")
+    RETURN_TYPES = (inputs.STYLE, "STRING")
     RETURN_NAMES = ("style", "style_info")
     OUTPUT_TOOLTIPS = ("The mixed W+ style code.", "What the code is made of.")
     DESCRIPTION = ("Mixes two style codes made with the same model: on the chosen W+ layers the code is "
@@ -144,8 +135,8 @@ class StyleMix:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "style_a": ("VTOONIFY_STYLE", {"tooltip": "Style A (kept outside the chosen layers)."}),
-                "style_b": ("VTOONIFY_STYLE", {"tooltip": "Style B (made with the same model as A)."}),
+                "style_a": inputs.style(tooltip="Style A (kept outside the chosen layers)."),
+                "style_b": inputs.style(tooltip="Style B (made with the same model as A)."),
                 "blend": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                                     "tooltip": "0 = A, 1 = B on the chosen layers."}),
                 "layers": (list(MIX_LAYERS), {
@@ -164,8 +155,6 @@ class StyleMix:
         from ..vtoonify_core.styles.mixing import mix_styles
 
         with _comfy.node_errors(MIX_NAME):
-            if layers not in MIX_LAYERS:
-                raise InputError("layers", f"unknown choice {layers!r}; use one of {', '.join(MIX_LAYERS)}.")
             selection = MIX_LAYERS[layers]
             if selection is None:
                 if int(first_layer) > int(last_layer):
@@ -180,7 +169,7 @@ class StyleKeyframes:
 
     CATEGORY = "VToonify"
     FUNCTION = "schedule"
-    RETURN_TYPES = ("VTOONIFY_STYLE", "STRING")
+    RETURN_TYPES = (inputs.STYLE, "STRING")
     RETURN_NAMES = ("style", "schedule_info")
     OUTPUT_TOOLTIPS = (
         "A style that changes over the clip; connect it to Stylize Frames (other nodes take single codes only).",
@@ -195,14 +184,14 @@ class StyleKeyframes:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "style_a": ("VTOONIFY_STYLE", {"tooltip": "Style A of the keyframes."}),
+                "style_a": inputs.style(tooltip="Style A of the keyframes."),
                 "keyframes": ("STRING", {
                     "default": DEFAULT_KEYFRAMES, "multiline": True,
                     "tooltip": "FRAME:LETTER[@DEGREE] entries separated by commas or new lines (frames count from "
                                "0 in the clip; DEGREE 0..1, optional)."}),
             },
             "optional": {
-                f"style_{c}": ("VTOONIFY_STYLE", {"tooltip": f"Style {c.upper()} of the keyframes."})
+                f"style_{c}": inputs.style(tooltip=f"Style {c.upper()} of the keyframes.")
                 for c in KEYFRAME_LETTERS[1:]
             },
         }

@@ -12,10 +12,9 @@ import os
 import time
 from pathlib import Path
 
-from . import _comfy, cache
+from . import _comfy, inputs
 
 DISPLAY_NAME = "Stylize Video File (VToonify)"
-CROP_MODES = {"face (official crop)": "face", "whole frame (pad to 8)": "whole"}
 DEFAULT_OUTPUT = "vtoonify/%stem%_vtoonify.mp4"
 #: Seconds between the stylized frames shown on the node while it runs.
 PREVIEW_EVERY_S = 2.0
@@ -87,34 +86,24 @@ class StylizeVideoFile:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vtoonify_model": ("VTOONIFY_MODEL", {"tooltip": "From Load VToonify Model."}),
+                "vtoonify_model": inputs.vtoonify_model(),
                 "video_path": ("STRING", {"default": "", "tooltip": "Video file: an absolute path on the ComfyUI "
                                                                     "machine, or a file in the input folder."}),
                 "output_name": ("STRING", {"default": DEFAULT_OUTPUT,
                                            "tooltip": "Output file inside the output folder (.mp4, .m4v, .mov, .mkv "
                                                       "or .webm); %stem% is the input's name. An existing file is "
                                                       "replaced."}),
-                "style_degree": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                           "tooltip": "VToonify-D: how strongly the exemplar style applies. Ignored "
-                                                      "by VToonify-T."}),
-                "batch_size": ("INT", {"default": 4, "min": 0, "max": 64, "step": 1,
-                                       "tooltip": "Frames per forward pass; 0 = automatic, as many as fit in the free "
-                                                  "memory (halved automatically on out-of-memory)."}),
-                "crop_mode": (list(CROP_MODES), {"default": "face (official crop)",
-                                                 "tooltip": "face: the official crop around the first face (output "
-                                                            "4x the crop); whole frame: the whole frames (output "
-                                                            "4x)."}),
+                "style_degree": inputs.style_degree(),
+                "batch_size": inputs.batch_size(),
+                "crop_mode": inputs.crop_mode(),
             },
             "optional": {
-                "style": ("VTOONIFY_STYLE", {"tooltip": "From Extract Style Code; when not connected the style is "
-                                                        "computed from the first frame with a face."}),
-                "style_id": ("INT", {"default": 26, "min": 0, "max": 9999, "step": 1,
-                                     "tooltip": "VToonify-D, when style is not connected: the exemplar style."}),
-                "color_transfer": ("BOOLEAN", {"default": False,
-                                               "tooltip": "VToonify-D, when style is not connected: use the "
-                                                          "exemplar's colours."}),
-                "face_padding": ("INT", {"default": 200, "min": 8, "max": 4096, "step": 8,
-                                         "tooltip": "face mode: pixels around the eye centre (official 200)."}),
+                "style": inputs.style(tooltip="From Extract Style Code (or Exemplar Style From Image, Style Mix), "
+                                              "made with the same model; when not connected the style is computed "
+                                              "from the first frame with a face (style_id, color_transfer)."),
+                "style_id": inputs.style_id(),
+                "color_transfer": inputs.color_transfer(),
+                "face_padding": inputs.face_padding(),
                 "chunk_size": ("INT", {"default": 32, "min": 1, "max": 4096, "step": 1,
                                        "tooltip": "Frames decoded and encoded at a time; also how much work a "
                                                   "cancelled run can lose."}),
@@ -140,42 +129,34 @@ class StylizeVideoFile:
                 chunk_size=32, crf=18, preview_frames=4):
         import torch
 
-        from ..vtoonify_core.errors import InputError
         from ..vtoonify_core.video.encode import EncodeSettings
         from ..vtoonify_core.video.files import preview_indices, read_frames_at
         from ..vtoonify_core.video.run import stylize_video
 
         with _comfy.node_errors(DISPLAY_NAME):
-            model = vtoonify_model
-            if not hasattr(model, "generator"):
-                raise InputError("vtoonify_model", "connect the VTOONIFY_MODEL output of Load VToonify Model.")
-            if crop_mode not in CROP_MODES:
-                raise InputError("crop_mode", f"unknown crop mode {crop_mode!r}; use one of {', '.join(CROP_MODES)}.")
+            model = inputs.require_model(vtoonify_model)
+            mode = inputs.crop_mode_of(crop_mode)
             source = resolve_video_path(video_path)
             output, subfolder, filename = resolve_output_path(output_name, source)
-            cache.ensure_on_device([model.generator, model.parser, model.encoder], model.device)
-            state = {"bar": None, "frame": None, "shown": 0.0}
+            model.load("generator", "parser", "encoder")
+            state = {"frame": None, "shown": 0.0}
 
             def on_frames(index: int, frames) -> None:
                 if time.monotonic() - state["shown"] >= PREVIEW_EVERY_S:
                     state["frame"] = frames[-1]
 
-            def progress(done: int, total: int) -> None:
-                if state["bar"] is None:
-                    state["bar"] = _comfy.progress(total)
+            def latest_frame():  # the latest stylized frame on the node, at most every PREVIEW_EVERY_S seconds
                 frame, state["frame"] = state["frame"], None
-                if frame is None:
-                    state["bar"](done, total)
-                else:  # the latest stylized frame on the node, at most every PREVIEW_EVERY_S seconds
-                    state["bar"](done, total, frame)
+                if frame is not None:
                     state["shown"] = time.monotonic()
+                return frame
 
+            hooks = _comfy.run_hooks(preview=latest_frame)  # sized when the job knows its frame count
             result = stylize_video(model, source, output, style, float(style_degree), style_id=int(style_id),
-                                   color_transfer=bool(color_transfer), crop_mode=CROP_MODES[crop_mode],
+                                   color_transfer=bool(color_transfer), crop_mode=mode,
                                    face_padding=int(face_padding), batch_size=int(batch_size),
                                    chunk_size=int(chunk_size), encode=EncodeSettings(crf=int(crf)),
-                                   progress=progress, check_interrupt=_comfy.check_interrupt, on_oom=_comfy.on_oom,
-                                   on_frames=on_frames)
+                                   on_frames=on_frames, **hooks.kwargs(output=False))
             frames = read_frames_at(result.output, preview_indices(result.frames, int(preview_frames)))
             previews = torch.from_numpy(frames).float().div_(255.0)
             previews = previews.to(_comfy.output_device(), _comfy.output_dtype())

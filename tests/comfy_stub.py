@@ -1,10 +1,12 @@
 """A small fake of the ComfyUI modules the nodes use, for fast unit tests (never for the real host).
 
 It provides ``comfy.utils.ProgressBar``, ``comfy.model_management`` (device queries,
-``soft_empty_cache``, interruption, ``load_models_gpu`` bookkeeping) and ``folder_paths`` (model
-folders), records what the nodes do with them in a :class:`StubState`, and loads the pack root
-as the package ``comfyui_vtoonify`` the way ComfyUI does (``custom_nodes/<pack>/__init__.py``),
-without putting the pack on ``sys.path``.
+``soft_empty_cache``, interruption, ``load_models_gpu`` with ComfyUI's bookkeeping of loaded
+models), ``comfy.model_patcher`` (a patcher that records what is done to it), the patcher
+callback names of ``comfy.patcher_extension`` and ``folder_paths`` (model folders). It records
+what the nodes do with them in a :class:`StubState`, and loads the pack root as the package
+``comfyui_vtoonify`` the way ComfyUI does (``custom_nodes/<pack>/__init__.py``), without putting
+the pack on ``sys.path``.
 
 Tests use it through the ``fake_comfy`` / ``fake_comfy_empty`` fixtures of ``tests/conftest.py``,
 which call::
@@ -20,6 +22,7 @@ import importlib.util
 import os
 import sys
 import types
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -28,7 +31,8 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui_vtoonify"
-STUB_MODULES = ("comfy", "comfy.utils", "comfy.model_management", "comfy.model_patcher", "folder_paths")
+STUB_MODULES = ("comfy", "comfy.utils", "comfy.model_management", "comfy.model_patcher",
+                "comfy.patcher_extension", "folder_paths")
 
 
 class InterruptProcessingException(BaseException):
@@ -64,29 +68,84 @@ class _ProgressBar:
 
 
 class _LoadedModel:
-    """Mimics ComfyUI's LoadedModel: ``model`` (the patcher) and ``model_unload``."""
+    """As ComfyUI's LoadedModel: a weak reference to the patcher (a clone that dies hands its entry to
+    its parent), and to the network once loaded, whose collection drops the entry (``cleanup_models``)."""
 
     def __init__(self, patcher):
-        self.model = patcher
-        self.unloaded = False
+        self._set_model(patcher)
+        self.real_model = None
+        self.model_finalizer = None
+
+    def _set_model(self, patcher):
+        self._model = weakref.ref(patcher)
+        if patcher.parent is not None:
+            self._parent = weakref.ref(patcher.parent)
+            weakref.finalize(patcher, self._switch_parent).atexit = False
+
+    def _switch_parent(self):
+        parent = self._parent()
+        if parent is not None:
+            self._set_model(parent)
+
+    @property
+    def model(self):
+        return self._model()
+
+    def model_load(self):
+        network = self.model.model
+        self.real_model = weakref.ref(network)
+        self.model_finalizer = weakref.finalize(network, _cleanup_models)
+        self.model_finalizer.atexit = False
 
     def model_unload(self, memory_to_free=None, unpatch_weights=True):
-        self.model.detach()
-        self.unloaded = True
+        self.model.detach(unpatch_weights)
+        self.model_finalizer.detach()
+        self.model_finalizer = None
+        self.real_model = None
         return True
 
 
+def _cleanup_models():
+    """ComfyUI's cleanup_models: entries whose network was collected leave the list."""
+    loaded = STATE.current_loaded_models
+    loaded[:] = [lm for lm in loaded if lm.real_model is None or lm.real_model() is not None]
+
+
+class CallbacksMP:
+    """The patcher callback names of ``comfy.patcher_extension`` that the pack uses."""
+
+    ON_DETACH = "on_detach_after"
+
+
 class FakeModelPatcher:
-    """Enough of ComfyUI's ModelPatcher for the cache's wiring tests (devices are not moved)."""
+    """Enough of ComfyUI's ModelPatcher for the wiring tests: clones share the model (``is_clone``),
+    ``detach`` runs the ON_DETACH callbacks and is recorded (``detaches``: each ``unpatch_all``).
+    Devices are not moved."""
 
     def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
         self.model = model
         self.load_device = load_device
         self.offload_device = offload_device
-        self.detached = 0
+        self.parent = None
+        self.detaches: list = []
+        self.callbacks: dict = {}
+
+    def clone(self):
+        n = FakeModelPatcher(self.model, self.load_device, self.offload_device)
+        n.parent = self
+        n.callbacks = {k: list(v) for k, v in self.callbacks.items()}
+        return n
+
+    def is_clone(self, other):
+        return hasattr(other, "model") and self.model is other.model
+
+    def add_callback(self, call_type, callback):
+        self.callbacks.setdefault(call_type, []).append(callback)
 
     def detach(self, unpatch_all=True):
-        self.detached += 1
+        self.detaches.append(unpatch_all)
+        for callback in self.callbacks.get(CallbacksMP.ON_DETACH, []):
+            callback(self, unpatch_all)
         return self.model
 
 
@@ -110,11 +169,19 @@ def _model_management(state: StubState) -> types.ModuleType:
 
     def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                         force_full_load=False):
+        """ComfyUI's bookkeeping: one entry per network; loading a patcher first takes the entries of
+        its clones (itself included) off the list and detaches them without moving their weights."""
         state.load_models_gpu.append((list(models), dict(memory_required=memory_required,
                                                          force_full_load=force_full_load)))
-        for p in models:
-            if not any(lm.model is p for lm in state.current_loaded_models):
-                state.current_loaded_models.insert(0, _LoadedModel(p))
+        loaded = state.current_loaded_models
+        for p in dict.fromkeys(models):
+            entry = next((lm for lm in loaded if lm.model is p), None) or _LoadedModel(p)
+            for lm in [lm for lm in loaded if p.is_clone(lm.model)]:
+                loaded.remove(lm)
+                lm.model.detach(unpatch_all=False)
+                lm.model_finalizer.detach()
+            entry.model_load()
+            loaded.insert(0, entry)
 
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
     mm.soft_empty_cache = soft_empty_cache
@@ -173,7 +240,7 @@ def _folder_paths(models_dir: Path) -> types.ModuleType:
     return fp
 
 
-def install(models_dir: Path, with_patcher: bool = True) -> StubState:
+def install(models_dir: Path) -> StubState:
     """Put the fake modules into ``sys.modules`` (remembering what was there) and reset the state."""
     global STATE
     if not _SAVED:
@@ -188,11 +255,12 @@ def install(models_dir: Path, with_patcher: bool = True) -> StubState:
     modules = {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm,
                "folder_paths": _folder_paths(Path(models_dir))}
     comfy.utils, comfy.model_management = utils, mm
-    if with_patcher:
-        patcher = types.ModuleType("comfy.model_patcher")
-        patcher.ModelPatcher = FakeModelPatcher
-        modules["comfy.model_patcher"] = patcher
-        comfy.model_patcher = patcher
+    patcher = types.ModuleType("comfy.model_patcher")
+    patcher.ModelPatcher = FakeModelPatcher
+    extension = types.ModuleType("comfy.patcher_extension")
+    extension.CallbacksMP = CallbacksMP
+    modules["comfy.model_patcher"], modules["comfy.patcher_extension"] = patcher, extension
+    comfy.model_patcher, comfy.patcher_extension = patcher, extension
     for name in STUB_MODULES:
         sys.modules.pop(name, None)
     sys.modules.update(modules)

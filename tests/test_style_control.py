@@ -8,18 +8,12 @@ Stand-in weights (``conftest.py``); small sizes throughout: the DualStyleGAN syn
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
+import comfy_stub  # tests/ is on sys.path (conftest.py)
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-try:
-    import comfy_stub
-except ImportError:  # run with --import-mode=importlib: tests/ is not on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import comfy_stub
 
 import vtoonify_core as P
 from vtoonify_core import styles as SC
@@ -304,37 +298,18 @@ def test_exemplar_code_rule_and_few_shot(bundle_d, bundle_t, aligned, portrait):
 
 
 @pytest.fixture(scope="module")
-def env(fake_comfy):
-    """The pack under the fake ComfyUI (tests/conftest.py)."""
-    return fake_comfy.pack
-
-
-def node(pack, node_id):
-    cls = pack.NODE_CLASS_MAPPINGS[node_id]
-    return getattr(cls(), cls.FUNCTION)
-
-
-@pytest.fixture(scope="module")
-def loaded(env, bundle_d, bundle_t):
-    """The networks of bundle_d / bundle_t in the pack's own VToonifyModel (no second load; Load VToonify
-    Model and the real pSp are covered by test_nodes.py)."""
-    return tuple(P.VToonifyModel(m.generator, m.encoder, m.parser, m.exstyles, m.device, m.dtype, dict(m.sources))
-                 for m in (bundle_d, bundle_t))
-
-
-@pytest.fixture(scope="module")
 def astronaut_image() -> torch.Tensor:
     """The astronaut as a 256x256 IMAGE (a smaller frame keeps face detection quick)."""
     x = torch.from_numpy(skdata.astronaut()).permute(2, 0, 1)[None].float().div(255.0)
     return F.interpolate(x, size=(256, 256), mode="area").mul(255).round().div(255).permute(0, 2, 3, 1).contiguous()
 
 
-def test_nodes_registered(env):
+def test_nodes_registered(fake_comfy):
     names = {"VToonifyExemplarStyle": "Exemplar Style From Image", "VToonifyStyleMix": "Style Mix",
              "VToonifyStyleKeyframes": "Style Keyframes"}
-    assert names.items() <= env.NODE_DISPLAY_NAME_MAPPINGS.items()
+    assert names.items() <= fake_comfy.pack.NODE_DISPLAY_NAME_MAPPINGS.items()
     for node_id in names:
-        cls = env.NODE_CLASS_MAPPINGS[node_id]
+        cls = fake_comfy.pack.NODE_CLASS_MAPPINGS[node_id]
         assert cls.CATEGORY == "VToonify" and cls.RETURN_TYPES[0] == "VTOONIFY_STYLE"
         assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
         for group in cls.INPUT_TYPES().values():
@@ -342,24 +317,23 @@ def test_nodes_registered(env):
                 assert name.islower() and opts.get("tooltip"), (node_id, name)
 
 
-def test_mix_and_keyframes_nodes_into_stylize(env, loaded, astronaut_image):
+def test_mix_and_keyframes_nodes_into_stylize(fake_comfy, bundle_d, astronaut_image):
     """Style Mix and Style Keyframes feed Stylize Frames; at a keyframe the frame equals a plain run."""
-    bundle_d, _ = loaded
     g = torch.Generator().manual_seed(5)
     a = P.StyleCode(torch.randn(1, 18, 512, generator=g) * 0.5, "dualstylegan", 1, "a.png")
     b = P.StyleCode(torch.randn(1, 18, 512, generator=g) * 0.5, "dualstylegan", 2, "b.png")
-    mix = node(env, "VToonifyStyleMix")
+    mix = fake_comfy.node("VToonifyStyleMix")
     assert mix(a, b, 0.0, "all (0-17)", 0, 17)[0] is a
     custom, info = mix(a, b, 1.0, "custom range", 2, 4)
     assert torch.equal(custom.wplus[:, 2:5], b.wplus[:, 2:5]) and torch.equal(custom.wplus[:, 5:], a.wplus[:, 5:])
     assert "layers 2-4" in info
     with pytest.raises(ValueError, match="Style Mix: first_layer"):
         mix(a, b, 0.5, "custom range", 5, 4)
-    sched, text = node(env, "VToonifyStyleKeyframes")(a, "0:A@0.1\n2:B@0.8", style_b=b)
+    sched, text = fake_comfy.node("VToonifyStyleKeyframes")(a, "0:A@0.1\n2:B@0.8", style_b=b)
     assert "frame 2" in text and len(sched.keyframes) == 2
     frames = F.interpolate(astronaut_image.permute(0, 3, 1, 2)[:, :, 50:130, 90:170], size=(16, 16),
                            mode="area").permute(0, 2, 3, 1).repeat(3, 1, 1, 1)
-    stylize = node(env, "VToonifyStylizeFrames")
+    stylize = fake_comfy.node("VToonifyStylizeFrames")
     out = stylize(bundle_d, frames, sched, 0.5, "whole frame (pad to 8)", 2)[0]
     ref0 = stylize(bundle_d, frames[:1], a, 0.1, "whole frame (pad to 8)", 2)[0]
     ref2 = stylize(bundle_d, frames[:1], b, 0.8, "whole frame (pad to 8)", 2)[0]
@@ -368,10 +342,10 @@ def test_mix_and_keyframes_nodes_into_stylize(env, loaded, astronaut_image):
     with pytest.raises(ValueError, match="Style Mix: style_a: this is a keyframed style"):
         mix(sched, b, 0.5, "all (0-17)", 0, 17)
     with pytest.raises(ValueError, match="Style Keyframes: keyframes: .*style_c is not connected"):
-        node(env, "VToonifyStyleKeyframes")(a, "0:A, 5:C")
+        fake_comfy.node("VToonifyStyleKeyframes")(a, "0:A, 5:C")
 
 
-def test_stylize_shows_first_frame_preview(env, loaded, astronaut_image, monkeypatch):
+def test_stylize_shows_first_frame_preview(fake_comfy, bundle_d, astronaut_image, monkeypatch):
     previews = []
     bar_cls = sys.modules["comfy.utils"].ProgressBar
     original = bar_cls.update_absolute
@@ -382,20 +356,18 @@ def test_stylize_shows_first_frame_preview(env, loaded, astronaut_image, monkeyp
         return original(self, value, total, preview)
 
     monkeypatch.setattr(bar_cls, "update_absolute", spy)
-    bundle_d, _ = loaded
     frames = F.interpolate(astronaut_image.permute(0, 3, 1, 2), size=(16, 16), mode="area").permute(0, 2, 3, 1)
     style = P.StyleCode(torch.zeros(1, 18, 512), "dualstylegan")
-    out = node(env, "VToonifyStylizeFrames")(bundle_d, frames.repeat(3, 1, 1, 1), style, 0.5,
-                                             "whole frame (pad to 8)", 1)[0]
+    out = fake_comfy.node("VToonifyStylizeFrames")(bundle_d, frames.repeat(3, 1, 1, 1), style, 0.5,
+                                                   "whole frame (pad to 8)", 1)[0]
     assert len(previews) == 1
     kind, image, size = previews[0]
     assert kind == "JPEG" and image.size == (64, 64) and size == 512
     assert np.abs(np.asarray(image).astype(int) - (out[0].numpy() * 255).round().astype(int)).max() <= 1
 
 
-def test_exemplar_node(env, loaded, astronaut_image, dlib_ok):
-    bundle_d, bundle_t = loaded
-    make = node(env, "VToonifyExemplarStyle")
+def test_exemplar_node(fake_comfy, bundle_d, bundle_t, astronaut_image, dlib_ok):
+    make = fake_comfy.node("VToonifyExemplarStyle")
     style, crops, recon, info = make(bundle_d, astronaut_image, True, 0, 0.05, "32", "l2")
     assert isinstance(style, P.StyleCode) and style.color_transfer and style.backbone == "dualstylegan"
     assert crops.shape == (1, 256, 256, 3) and recon.shape == (1, 32, 32, 3)
@@ -407,13 +379,13 @@ def test_exemplar_node(env, loaded, astronaut_image, dlib_ok):
     torch.testing.assert_close(mixed.wplus[:, 7:], face_code[:, 7:])
     torch.testing.assert_close(mixed.wplus[:, :7], style.wplus[:, :7])
     # one refinement step at 32 px: progress bar, loss reported; cancel stops it
-    comfy_stub.STATE.progress.clear()
+    fake_comfy.state.progress.clear()
     refined, _, _, info = make(bundle_d, astronaut_image, True, 1, 0.05, "32", "l1")
-    assert "refinement l1 loss at 32px" in info and (1, 1) in comfy_stub.STATE.progress
-    comfy_stub.STATE.interrupt_checks, comfy_stub.STATE.interrupt_on = 0, 1
+    assert "refinement l1 loss at 32px" in info and (1, 1) in fake_comfy.state.progress
+    fake_comfy.state.interrupt_checks, fake_comfy.state.interrupt_on = 0, 1
     with pytest.raises(comfy_stub.InterruptProcessingException):
         make(bundle_d, astronaut_image, True, 3, 0.05, "32", "l2")
-    comfy_stub.STATE.interrupt_on = None
+    fake_comfy.state.interrupt_on = None
     with pytest.raises(ValueError, match="Exemplar Style From Image: face: connect the face"):
         make(bundle_d, astronaut_image, False, 0, 0.05, "32", "l2")
     with pytest.raises(ValueError, match="Exemplar Style From Image: vtoonify_model: .*VToonify-D"):

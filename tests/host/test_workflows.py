@@ -573,3 +573,26 @@ def test_speed_settings_node_runs_in_the_real_host(workflow_env, comfy_server):
     image = fetch_images(comfy_server, entry, save)[0]
     assert image.shape == reference.shape == (4 * SIZE, 4 * SIZE, 3)
     assert np.abs(image.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_dropdown_values_are_checked_by_comfyui(workflow_env, comfy_server):
+    """The nodes do not check their dropdowns again: ComfyUI refuses a value outside the list when the prompt
+    is queued (HTTP 400, value_not_in_list naming the input), before any node runs."""
+    api = load_api("stylize_image")
+    loader = next(iter(nodes_of(api, "VToonifyLoadModel")))
+    stylize = next(iter(nodes_of(api, "VToonifyStylizeFrames")))
+    api["1"]["inputs"]["image"] = EXAMPLE_IMAGE
+    api["90"] = {"class_type": "VToonifySpeedSettings",
+                 "inputs": {"vtoonify_model": [loader, 0], "bake_style": True, "channels_last": True,
+                            "fold_upsampling": "auto", "compile": "off"}}
+    api[stylize]["inputs"]["vtoonify_model"] = ["90", 0]
+    cases = [("90", "compile", "fastest"), ("90", "fold_upsampling", "always"), (stylize, "crop_mode", "face")]
+    for node_id, name, value in cases:
+        bad = copy.deepcopy(api)
+        bad[node_id]["inputs"][name] = value
+        with pytest.raises(AssertionError) as info:  # conftest.PromptRejected
+            comfy_server.post_prompt(bad)
+        assert getattr(info.value, "status", None) == 400, info.value
+        errors = info.value.body["node_errors"][node_id]["errors"]
+        assert [(e["type"], e["extra_info"]["input_name"], e["extra_info"]["received_value"]) for e in errors] == \
+            [("value_not_in_list", name, value)], errors
