@@ -6,12 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from vtoonify_core.errors import CheckpointError
-from vtoonify_core.models.bisenet import (
-    BiSeNet,
-    FaceParser,
-    load_face_parser,
-    parse_frames,
-)
+from vtoonify_core.models.bisenet import BiSeNet, FaceParser, load_face_parser, parse_frames
 from vtoonify_core.testing import standin
 from vtoonify_core.weights import read_checkpoint, save_safetensors
 

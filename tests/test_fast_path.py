@@ -15,13 +15,8 @@ import torch.nn.functional as F
 
 from vtoonify_core import load_vtoonify
 from vtoonify_core.models.ops import make_kernel, upfirdn2d
-from vtoonify_core.models.stylegan import (
-    POLYPHASE_MAX_PIXELS,
-    ModulatedConv2d,
-    ToRGB,
-    fold_upsample_kernel,
-    polyphase_kernel,
-)
+from vtoonify_core.models.stylegan import (POLYPHASE_MAX_PIXELS, ModulatedConv2d, ToRGB, fold_upsample_kernel,
+                                           polyphase_kernel)
 
 TOL = 1e-4
 

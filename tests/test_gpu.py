@@ -4,12 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vtoonify_core import (
-    load_face_parser,
-    load_style_encoder,
-    load_vtoonify,
-    parse_frames,
-)
+from vtoonify_core import load_face_parser, load_style_encoder, load_vtoonify, parse_frames
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

@@ -5,11 +5,7 @@ import pytest
 import torch
 
 from vtoonify_core.errors import CheckpointError
-from vtoonify_core.models.psp import (
-    GradualStyleEncoder,
-    StyleEncoder,
-    load_style_encoder,
-)
+from vtoonify_core.models.psp import GradualStyleEncoder, StyleEncoder, load_style_encoder
 from vtoonify_core.testing import standin
 from vtoonify_core.weights import read_checkpoint, save_safetensors
 

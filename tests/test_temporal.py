@@ -18,11 +18,7 @@ import torch
 
 from vtoonify_core.temporal import flow as vflow
 from vtoonify_core.temporal.deflicker import Deflicker, deflicker, warping_error
-from vtoonify_core.temporal.smoothing import (
-    chunk_with_context,
-    fuse_window,
-    smooth_parsing,
-)
+from vtoonify_core.temporal.smoothing import chunk_with_context, fuse_window, smooth_parsing
 
 BASE = 384  # base image size; the frames look at the face region of it
 

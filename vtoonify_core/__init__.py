@@ -7,62 +7,14 @@ The public API; everything else is reached through its subpackage (README, "Arch
     out, plan = stylize_clip(model, frames, style, d_s=0.5)                   # [B,3,4H,4W] in [-1,1]
     m = load_vtoonify(path, device, dtype)                                    # m(x, style, d_s)
 """
-from .errors import (
-                     CheckpointError,
-                     FaceBackendUnavailableError,
-                     InputError,
-                     NoFaceError,
-                     VideoError,
-                     VToonifyError,
-)
-from .faces import (
-                     CLIP_MODES,
-                     DEFAULT_PADDING,
-                     FACE_ORDERS,
-                     ClipGeometry,
-                     CropGeometry,
-                     DlibBackend,
-                     Face,
-                     FaceBackend,
-                     align_face,
-                     apply_crop,
-                     available_backends,
-                     clip_geometry,
-                     crop_clip,
-                     crop_geometry,
-                     detect_faces,
-                     ffhq_quad,
-                     find_face,
-                     get_backend,
-                     official_crop,
-                     order_faces,
-                     paste_back,
-                     pick_face,
-                     register_backend,
-                     window_geometry,
-)
-from .models import (
-                     ExStyles,
-                     FaceParserModel,
-                     VToonify,
-                     VToonifyModel,
-                     load_exstyles,
-                     load_face_parser,
-                     load_model,
-                     load_style_encoder,
-                     load_vtoonify,
-                     parse_frames,
-                     save_exstyles,
-)
-from .pipeline import (
-                     ClipPlan,
-                     class_mask,
-                     color_map,
-                     parse,
-                     plan_clip,
-                     stylize,
-                     stylize_clip,
-)
+from .errors import CheckpointError, FaceBackendUnavailableError, InputError, NoFaceError, VideoError, VToonifyError
+from .faces import (CLIP_MODES, DEFAULT_PADDING, FACE_ORDERS, ClipGeometry, CropGeometry, DlibBackend, Face,
+                    FaceBackend, align_face, apply_crop, available_backends, clip_geometry, crop_clip, crop_geometry,
+                    detect_faces, ffhq_quad, find_face, get_backend, official_crop, order_faces, paste_back, pick_face,
+                    register_backend, window_geometry)
+from .models import (ExStyles, FaceParserModel, VToonify, VToonifyModel, load_exstyles, load_face_parser, load_model,
+                     load_style_encoder, load_vtoonify, merge_vtoonify, parse_frames, save_exstyles, save_model)
+from .pipeline import ClipPlan, class_mask, color_map, parse, plan_clip, stylize, stylize_clip
 from .runtime import RunHooks, resolve_dtype
 from .styles import check_style, extract_style, style_from_image
 from .temporal import deflicker, smooth_clip, smooth_parsing
@@ -75,7 +27,7 @@ __all__ = [
     "InputError", "NoFaceError", "RunHooks", "StyleCode", "VToonify", "VToonifyError", "VToonifyModel", "VideoError",
     "align_face", "apply_crop", "available_backends", "check_style", "class_mask", "clip_geometry", "color_map",
     "crop_clip", "crop_geometry", "deflicker", "detect_faces", "extract_style", "ffhq_quad", "find_face",
-    "get_backend", "load_exstyles", "load_face_parser", "load_model", "load_style_encoder", "load_vtoonify",
+    "get_backend", "load_exstyles", "load_face_parser", "load_model", "load_style_encoder", "load_vtoonify", "merge_vtoonify", "save_model", "merge_vtoonify", "save_model",
     "official_crop", "order_faces", "parse", "parse_frames", "paste_back", "pick_face", "plan_clip",
     "read_checkpoint", "register_backend", "resolve_dtype", "save_exstyles", "smooth_clip", "smooth_parsing",
     "style_from_image", "stylize", "stylize_clip", "window_geometry",

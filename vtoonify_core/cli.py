@@ -15,26 +15,11 @@ from typing import Optional
 
 from . import video
 from .convert import convert
-from .errors import (
-    CheckpointError,
-    FaceBackendUnavailableError,
-    InputError,
-    NoFaceError,
-    UsageError,
-    VideoError,
-)
+from .errors import CheckpointError, FaceBackendUnavailableError, InputError, NoFaceError, UsageError, VideoError
 from .faces.base import CROP_ADVICE
 from .models.bundle import load_model
-from .official import (
-    D_STYLES,
-    DEFAULT_CHECKPOINT,
-    DRIVE_ALL_URL,
-    ENCODER_FILE,
-    EXSTYLE_FILE,
-    HF_TREE_URL,
-    PARSER_FILE,
-    T_STYLES,
-)
+from .official import (D_STYLES, DEFAULT_CHECKPOINT, DRIVE_ALL_URL, ENCODER_FILE, EXSTYLE_FILE, HF_TREE_URL,
+                       PARSER_FILE, T_STYLES)
 from .runtime.device import resolve_dtype
 from .types import IMAGE_EXTENSIONS
 

@@ -12,7 +12,6 @@ import json
 import time
 
 import pytest
-
 from test_web import snapshot
 
 pytestmark = pytest.mark.slow

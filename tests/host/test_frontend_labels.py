@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from workflow_specs import EXAMPLE_CLIP, TITLES
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT, _skip_if_disabled, load_comfy_host
 
 pytestmark = pytest.mark.slow

@@ -34,9 +34,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from workflow_specs import (D_CARTOON, ENCODER, EXAMPLE_CLIP, EXAMPLE_IMAGE, PARSER, REFERENCE_IMAGE, T_CARTOON,
-                            TITLES, UPSCALER, WORKFLOWS)
+from workflow_specs import (D_CARTOON, ENCODER, EXAMPLE_CLIP, EXAMPLE_IMAGE, PARSER, REFERENCE_IMAGE, T_CARTOON, TITLES,
+                            UPSCALER, WORKFLOWS)
 
 pytestmark = pytest.mark.slow
 

@@ -3,26 +3,9 @@ crop around the eyes, FFHQ alignment for pSp, and pasting results back into the 
 from ..errors import FaceBackendUnavailableError, NoFaceError
 from .align import align_face, ffhq_quad
 from .base import FACE_ORDERS, Face, FaceBackend, order_faces, pick_face
-from .crop import (
-                   CLIP_MODES,
-                   DEFAULT_PADDING,
-                   ClipGeometry,
-                   CropGeometry,
-                   apply_crop,
-                   clip_geometry,
-                   crop_clip,
-                   crop_geometry,
-                   official_crop,
-                   paste_back,
-                   window_geometry,
-)
-from .detect import (
-                   available_backends,
-                   detect_faces,
-                   find_face,
-                   get_backend,
-                   register_backend,
-)
+from .crop import (CLIP_MODES, DEFAULT_PADDING, ClipGeometry, CropGeometry, apply_crop, clip_geometry, crop_clip,
+                   crop_geometry, official_crop, paste_back, window_geometry)
+from .detect import available_backends, detect_faces, find_face, get_backend, register_backend
 from .dlib_backend import DlibBackend
 
 __all__ = ["FaceBackendUnavailableError", "NoFaceError", "CLIP_MODES", "DEFAULT_PADDING", "FACE_ORDERS", "ClipGeometry", "CropGeometry", "DlibBackend", "Face",

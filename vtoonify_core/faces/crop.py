@@ -14,15 +14,7 @@ import numpy as np
 
 from ..errors import NoFaceError
 from ..types import DEFAULT_FACE_PADDING, SCALE
-from .base import (
-    FACE_ORDERS,
-    NUM_LANDMARKS,
-    Face,
-    FaceBackend,
-    as_rgb_uint8,
-    no_face_message,
-    pick_face,
-)
+from .base import FACE_ORDERS, NUM_LANDMARKS, Face, FaceBackend, as_rgb_uint8, no_face_message, pick_face
 from .detect import detect_faces
 
 logger = logging.getLogger("vtoonify")

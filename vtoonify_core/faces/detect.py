@@ -10,15 +10,7 @@ from typing import Callable, Union
 import numpy as np
 
 from ..errors import NoFaceError
-from .base import (
-    FACE_ORDERS,
-    Face,
-    FaceBackend,
-    as_rgb_uint8,
-    no_face_message,
-    order_faces,
-    pick_face,
-)
+from .base import FACE_ORDERS, Face, FaceBackend, as_rgb_uint8, no_face_message, order_faces, pick_face
 from .dlib_backend import DlibBackend
 from .mediapipe_backend import MediaPipeBackend
 

@@ -3,6 +3,7 @@ loaded together on one device in one dtype.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Union
@@ -10,9 +11,11 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import nn
 
+from ..errors import CheckpointError, InputError
 from ..types import BACKBONE_NAMES, DeviceLike, PathLike
 from .bisenet import load_face_parser
-from .exstyle import ExStyles, load_exstyles
+from .exstyle import ExStyles, load_exstyles, save_exstyles
+from .merge import describe_ratios, merge_networks, save_network
 from .psp import load_style_encoder
 from .vtoonify import load_vtoonify
 
@@ -115,3 +118,51 @@ def load_model(checkpoint: PathLike, encoder: Optional[PathLike], parser: PathLi
         sources["encoder"] = str(encoder)
     par = load_face_parser(parser, device, dtype)
     return VToonifyModel(gen, enc, par, styles, device, dtype, sources)
+
+
+def merge_vtoonify(a: VToonifyModel, b: VToonifyModel, ratio: float = 0.5, *,
+                   parts: Optional[Mapping[str, float]] = None, exstyles: str = "a") -> VToonifyModel:
+    """A bundle whose generator blends ``a``'s and ``b``'s (:func:`~vtoonify_core.models.merge.merge_networks`).
+
+    The encoder and parser are ``a``'s; the exemplar codes of VToonify-D are ``a``'s, or ``b``'s with
+    ``exstyles='b'``. ``a`` and ``b`` are left untouched.
+
+    Raises:
+        InputError: models of different kinds, unknown parts, ratios outside [0, 1], ``exstyles``
+            not ``'a'``/``'b'`` or naming a model without exemplar codes.
+    """
+    if exstyles not in ("a", "b"):
+        raise InputError("exstyles", f"use 'a' or 'b', got {exstyles!r}.")
+    generator = merge_networks(a.generator, b.generator, ratio, parts)
+    source = a if exstyles == "a" else b
+    if generator.backbone == "dualstylegan" and source.exstyles is None:
+        raise InputError("exstyles", f"model_{exstyles} has no exemplar style codes: load it with its "
+                                     f"exstyle_code.npy, or take them from the other model.")
+    sources = dict(a.sources)
+    sources["checkpoint"] = (f"merge of {Path(a.sources.get('checkpoint', 'A')).name} and "
+                             f"{Path(b.sources.get('checkpoint', 'B')).name} ({describe_ratios(parts or ratio)})")
+    if "exstyle" in source.sources:
+        sources["exstyle"] = source.sources["exstyle"]
+    return dataclasses.replace(a, generator=generator, exstyles=source.exstyles if generator.backbone ==
+                               "dualstylegan" else None, sources=sources)
+
+
+def save_model(model: VToonifyModel, path: PathLike) -> Path:
+    """Save the generator to ``path`` (``.safetensors``) and, for VToonify-D, its exemplar codes beside
+    it as ``exstyle_code.safetensors`` (where Load VToonify Model looks for them).
+
+    Raises:
+        CheckpointError: not ``.safetensors``, or exemplar codes of another model already beside it.
+    """
+    path = Path(path)
+    meta = {"source": model.sources.get("checkpoint", "")}
+    if model.backbone == "dualstylegan" and model.exstyles is not None:
+        beside = path.parent / "exstyle_code.safetensors"
+        if beside.exists():
+            old = load_exstyles(beside)
+            if old.names != model.exstyles.names or not torch.equal(old.codes, model.exstyles.codes.float()):
+                raise CheckpointError(f"{beside} holds the exemplar codes of another model: save this one in "
+                                      f"another folder.")
+        else:
+            save_exstyles(model.exstyles, beside)
+    return save_network(model.generator, path, meta)

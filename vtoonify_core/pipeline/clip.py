@@ -16,27 +16,11 @@ from ..errors import InputError, NoFaceError
 from ..faces.base import no_face_message
 from ..faces.crop import apply_crop, crop_geometry, paste_back
 from ..faces.detect import detect_faces
-from ..frames import (
-    FramePadding,
-    apply_padding,
-    crop_padding,
-    frame_uint8,
-    padding_for,
-    to_model_range,
-)
+from ..frames import FramePadding, apply_padding, crop_padding, frame_uint8, padding_for, to_model_range
 from ..models.bundle import VToonifyModel
 from ..runtime.memory import allocate_output, check_fits
 from ..runtime.memory import chunk_size as _chunk_size
-from ..types import (
-    DEFAULT_FACE_PADDING,
-    MULTIPLE,
-    N_CLASSES,
-    SCALE,
-    DeviceLike,
-    FaceParsing,
-    Progress,
-    StyleCode,
-)
+from ..types import DEFAULT_FACE_PADDING, MULTIPLE, N_CLASSES, SCALE, DeviceLike, FaceParsing, Progress, StyleCode
 from .stylize import _check_common, _logits, _run
 
 #: What to change when a clip does not fit in memory, by crop mode.

@@ -15,15 +15,7 @@ from ..models.bisenet import parse_frames
 from ..models.bundle import FaceParserModel
 from ..runtime.chunks import run_chunks_overlapped
 from ..runtime.memory import allocate_output
-from ..types import (
-    CLASS_COLORS,
-    CLASS_GROUPS,
-    CLASS_NAMES,
-    N_CLASSES,
-    DeviceLike,
-    FaceParsing,
-    Progress,
-)
+from ..types import CLASS_COLORS, CLASS_GROUPS, CLASS_NAMES, N_CLASSES, DeviceLike, FaceParsing, Progress
 
 
 def parse(parser: FaceParserModel, frames: Tensor, *, input_range: tuple[float, float] = (-1.0, 1.0),

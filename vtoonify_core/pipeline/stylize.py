@@ -18,15 +18,7 @@ from ..runtime.memory import allocate_output, check_fits
 from ..runtime.memory import chunk_size as _chunk_size
 from ..styles.codes import check_style
 from ..styles.schedules import StyleSchedule, forward_scheduled
-from ..types import (
-    MULTIPLE,
-    N_CLASSES,
-    SCALE,
-    DeviceLike,
-    FaceParsing,
-    Progress,
-    StyleCode,
-)
+from ..types import MULTIPLE, N_CLASSES, SCALE, DeviceLike, FaceParsing, Progress, StyleCode
 
 
 def _logits(parsing: Union[FaceParsing, Tensor, None], n_frames: int) -> Optional[Tensor]:

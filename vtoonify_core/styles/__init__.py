@@ -1,29 +1,9 @@
 """Style codes: the official W+ rule from faces and exemplars, exemplars from any image, mixing and
 averaging codes, and keyframed styles over a clip."""
-from .codes import (
-                        check_style,
-                        encode_face,
-                        exemplar_wplus,
-                        extract_style,
-                        prepare_style_image,
-                        style_from_image,
-)
-from .exemplars import (
-                        ExemplarCode,
-                        encode_zplus,
-                        exemplar_from_aligned,
-                        exemplar_from_images,
-                        refine_exemplar,
-                        style_from_exemplar,
-                        synthesize_exemplar,
-)
-from .mixing import (
-                        average_codes,
-                        average_styles,
-                        layer_roles,
-                        mix_styles,
-                        resolve_layers,
-)
+from .codes import check_style, encode_face, exemplar_wplus, extract_style, prepare_style_image, style_from_image
+from .exemplars import (ExemplarCode, encode_zplus, exemplar_from_aligned, exemplar_from_images, refine_exemplar,
+                        style_from_exemplar, synthesize_exemplar)
+from .mixing import average_codes, average_styles, layer_roles, mix_styles, resolve_layers
 from .schedules import Keyframe, StyleSchedule, forward_scheduled, parse_keyframes
 
 __all__ = ["ExemplarCode", "Keyframe", "StyleSchedule", "average_codes", "average_styles", "check_style",

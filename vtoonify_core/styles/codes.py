@@ -17,13 +17,7 @@ from ..faces.base import STYLE_ADVICE, no_face_message
 from ..faces.crop import official_crop
 from ..faces.detect import detect_faces
 from ..models.bundle import VToonifyModel
-from ..types import (
-    ALIGNED_SIZE,
-    BACKBONE_NAMES,
-    DEFAULT_FACE_PADDING,
-    STRUCTURE_LAYERS,
-    StyleCode,
-)
+from ..types import ALIGNED_SIZE, BACKBONE_NAMES, DEFAULT_FACE_PADDING, STRUCTURE_LAYERS, StyleCode
 from .schedules import StyleSchedule
 
 logger = logging.getLogger("vtoonify")

@@ -12,15 +12,8 @@ from torch import Tensor
 
 from ..checks import check_clip, check_fraction, check_positive
 from ..types import Progress
-from .flow import (
-    FlowBackend,
-    backward_warp,
-    check_flow_scale,
-    estimate_flow,
-    get_flow_backend,
-    occlusion_mask,
-    resize_flow,
-)
+from .flow import (FlowBackend, backward_warp, check_flow_scale, estimate_flow, get_flow_backend, occlusion_mask,
+                   resize_flow)
 from .smoothing import FlowArg, _compute_dtype
 
 logger = logging.getLogger("vtoonify")

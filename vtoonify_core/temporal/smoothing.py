@@ -10,25 +10,11 @@ from typing import Callable, Iterator, Optional, Union
 import torch
 from torch import Tensor
 
-from ..checks import (
-    check_chunk_size,
-    check_clip,
-    check_positive,
-    check_window_k,
-    validate_frames,
-)
+from ..checks import check_chunk_size, check_clip, check_positive, check_window_k, validate_frames
 from ..errors import InputError
 from ..frames import to_model_range
 from ..types import FaceParsing, Progress
-from .flow import (
-    FlowBackend,
-    _sample,
-    _sampling_grid,
-    check_flow_scale,
-    estimate_flow,
-    fb_consistent,
-    get_flow_backend,
-)
+from .flow import FlowBackend, _sample, _sampling_grid, check_flow_scale, estimate_flow, fb_consistent, get_flow_backend
 
 logger = logging.getLogger("vtoonify")
 FlowArg = Union[FlowBackend, str]

@@ -16,13 +16,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 import torch
 
-from ..checks import (
-    check_batch_size,
-    check_chunk_size,
-    check_crop_mode,
-    check_face_padding,
-    check_style_degree,
-)
+from ..checks import check_batch_size, check_chunk_size, check_crop_mode, check_face_padding, check_style_degree
 from ..errors import InputError, NoFaceError, VideoError
 from ..faces.base import CROP_ADVICE, STYLE_ADVICE, no_face_message
 from ..faces.crop import CropGeometry

@@ -22,13 +22,7 @@ from ..styles.codes import check_style, extract_style, style_from_image
 from ..types import DEFAULT_FACE_PADDING, PathLike, Progress, StyleCode
 from .encode import EncodeSettings
 from .files import iter_frames, read_image, write_image
-from .jobs import (
-    DEFAULT_CHUNK_SIZE,
-    VideoJob,
-    check_settings,
-    frame_tensor,
-    prepare_job,
-)
+from .jobs import DEFAULT_CHUNK_SIZE, VideoJob, check_settings, frame_tensor, prepare_job
 from .segments import SegmentWriter, mux_job, to_uint8_hwc
 
 logger = logging.getLogger("vtoonify")
