@@ -19,6 +19,11 @@ MODEL = "VTOONIFY_MODEL"
 FACE_PARSER = "FACE_PARSER"
 FACE_PARSING = "FACE_PARSING"
 STYLE = "VTOONIFY_STYLE"
+#: keyframed styles (Style Keyframes): their own type, so the graph connects them only where they work
+KEYFRAMES = "VTOONIFY_KEYFRAMES"
+#: an input that takes a single style code or keyframed styles (ComfyUI and its frontend read the
+#: comma as "either type")
+STYLE_OR_KEYFRAMES = f"{STYLE},{KEYFRAMES}"
 
 #: crop_mode labels -> the core's crop modes
 CROP_MODES = {"face (official crop)": "face", "whole frame (pad to 8)": "whole"}
@@ -39,6 +44,9 @@ vtoonify_model = _entry(MODEL, tooltip="From Load VToonify Model (or VToonify Sp
 images = _entry("IMAGE", tooltip="The frames: a clip in order, or a single image (any size).")
 style = _entry(STYLE, tooltip="From Extract Style Code (or Exemplar Style From Image, Style Mix), made with the same "
                               "model.")
+style_or_keyframes = _entry(STYLE_OR_KEYFRAMES,
+                            tooltip="From Extract Style Code, made with the same model (or Exemplar Style From Image, "
+                                    "Style Mix), or keyframed styles from Style Keyframes.")
 style_degree = _entry("FLOAT", default=0.5, min=0.0, max=1.0, step=0.01,
                       tooltip="VToonify-D: how strongly the exemplar style applies (0 = least, 1 = most; keyframes "
                               "without their own degree use it). Ignored by VToonify-T.")

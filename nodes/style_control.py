@@ -169,10 +169,11 @@ class StyleKeyframes:
 
     CATEGORY = "VToonify"
     FUNCTION = "schedule"
-    RETURN_TYPES = (inputs.STYLE, "STRING")
+    RETURN_TYPES = (inputs.KEYFRAMES, "STRING")
     RETURN_NAMES = ("style", "schedule_info")
     OUTPUT_TOOLTIPS = (
-        "A style that changes over the clip; connect it to Stylize Frames (other nodes take single codes only).",
+        "A style that changes over the clip (VTOONIFY_KEYFRAMES): Stylize Frames takes it; nodes that take a single "
+        "style code do not.",
         "The keyframes as understood.",
     )
     DESCRIPTION = ("Keyframed styles for Stylize Frames: e.g. '0:A@0.0, 120:B@1.0' = style A with style degree 0 at "

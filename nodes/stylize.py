@@ -34,8 +34,7 @@ class StylizeFrames:
             "required": {
                 "vtoonify_model": inputs.vtoonify_model(),
                 "images": inputs.images(),
-                "style": inputs.style(tooltip="From Extract Style Code, with the same model (or keyframed styles "
-                                              "from Style Keyframes)."),
+                "style": inputs.style_or_keyframes(),
                 "style_degree": inputs.style_degree(),
                 "crop_mode": inputs.crop_mode(),
                 "batch_size": inputs.batch_size(),

@@ -98,6 +98,8 @@ class StylizeVideoFile:
                 "crop_mode": inputs.crop_mode(),
             },
             "optional": {
+                # a single code: the video job keeps one style for the whole file (keyframes are refused by
+                # ComfyUI when queued instead of failing after the decoding started)
                 "style": inputs.style(tooltip="From Extract Style Code (or Exemplar Style From Image, Style Mix), "
                                               "made with the same model; when not connected the style is computed "
                                               "from the first frame with a face (style_id, color_transfer)."),

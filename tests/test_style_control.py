@@ -310,11 +310,34 @@ def test_nodes_registered(fake_comfy):
     assert names.items() <= fake_comfy.pack.NODE_DISPLAY_NAME_MAPPINGS.items()
     for node_id in names:
         cls = fake_comfy.pack.NODE_CLASS_MAPPINGS[node_id]
-        assert cls.CATEGORY == "VToonify" and cls.RETURN_TYPES[0] == "VTOONIFY_STYLE"
+        assert cls.CATEGORY == "VToonify"
         assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
         for group in cls.INPUT_TYPES().values():
             for name, (_, opts) in group.items():
                 assert name.islower() and opts.get("tooltip"), (node_id, name)
+
+
+def socket_types(cls, name: str) -> set:
+    """The types an input accepts (ComfyUI and its frontend read a comma as "either")."""
+    spec = {**cls.INPUT_TYPES()["required"], **cls.INPUT_TYPES().get("optional", {})}
+    return set(spec[name][0].split(","))
+
+
+def test_keyframes_have_their_own_socket_type(fake_comfy):
+    """Style Keyframes' output connects only where keyframes work: Stylize Frames; the single-code inputs
+    (Style Mix, Style Keyframes itself, the video node, whose job keeps one style for the file) refuse it
+    when the graph is queued. Output names stay, so saved links keep their slots."""
+    nodes = fake_comfy.pack.NODE_CLASS_MAPPINGS
+    assert nodes["VToonifyStyleKeyframes"].RETURN_TYPES == ("VTOONIFY_KEYFRAMES", "STRING")
+    assert nodes["VToonifyStyleKeyframes"].RETURN_NAMES == ("style", "schedule_info")
+    for node_id in ("VToonifyExtractStyle", "VToonifyExemplarStyle", "VToonifyStyleMix"):
+        assert nodes[node_id].RETURN_TYPES[0] == "VTOONIFY_STYLE", node_id
+    assert socket_types(nodes["VToonifyStylizeFrames"], "style") == {"VTOONIFY_STYLE", "VTOONIFY_KEYFRAMES"}
+    single = [(n, i) for n, names in (("VToonifyStyleMix", ("style_a", "style_b")),
+                                      ("VToonifyStyleKeyframes", ("style_a", "style_b", "style_c", "style_d")),
+                                      ("VToonifyStylizeVideoFile", ("style",))) for i in names]
+    for node_id, name in single:
+        assert socket_types(nodes[node_id], name) == {"VTOONIFY_STYLE"}, (node_id, name)
 
 
 def test_mix_and_keyframes_nodes_into_stylize(fake_comfy, bundle_d, astronaut_image):

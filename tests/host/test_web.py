@@ -473,19 +473,20 @@ def test_status_panel_links_drive_only_files(web_server, browser_page):
 # ---------------------------------------------------------------------------------------------- a prompt
 
 
-def test_style_control_prompt_runs_with_previews(web_server, psp_path, bisenet_path):
-    """Extract Style Code + Exemplar Style From Image -> Style Mix -> Style Keyframes -> Stylize Frames in the
-    real server; Extract, Exemplar and Stylize show a preview on their node (binary preview messages)."""
+def style_control_prompt(server, psp_path, bisenet_path) -> dict:
+    """Extract Style Code + Exemplar Style From Image -> Style Mix -> Style Keyframes -> Stylize Frames ->
+    PreviewImage (node ids: 3 Extract, 4 Exemplar, 5 Mix, 6 Keyframes, 9 Stylize, 10 Preview), on a 256 px
+    portrait uploaded to the server and a three-frame 32 px clip of it."""
     skdata = pytest.importorskip("skimage.data")
     from PIL import Image
 
-    root = web_server.base / "models" / "vtoonify"
+    root = server.base / "models" / "vtoonify"
     for name, src in (("encoder.pt", psp_path), ("faceparsing.pth", bisenet_path)):
         if not (root / name).exists():
             os.symlink(src, root / name)
     portrait = np.asarray(Image.fromarray(skdata.astronaut()).resize((256, 256), Image.BILINEAR))
-    uploaded = web_server.upload_image(png_bytes(portrait), "vtoonify_web_portrait.png")
-    prompt = {
+    uploaded = server.upload_image(png_bytes(portrait), "vtoonify_web_portrait.png")
+    return {
         "1": {"class_type": "LoadImage", "inputs": {"image": uploaded["name"]}},
         "2": {"class_type": "VToonifyLoadModel", "inputs": {
             "checkpoint": TEST_CHECKPOINT, "style_encoder": "encoder.pt", "face_parser": "faceparsing.pth",
@@ -508,6 +509,15 @@ def test_style_control_prompt_runs_with_previews(web_server, psp_path, bisenet_p
             "crop_mode": "whole frame (pad to 8)", "batch_size": 2}},
         "10": {"class_type": "PreviewImage", "inputs": {"images": ["9", 0]}},
     }
+
+
+def test_style_control_prompt_runs_with_previews(web_server, psp_path, bisenet_path):
+    """Extract Style Code + Exemplar Style From Image -> Style Mix -> Style Keyframes -> Stylize Frames in the
+    real server (Style Keyframes' VTOONIFY_KEYFRAMES into Stylize Frames' style); Extract, Exemplar and
+    Stylize show a preview on their node (binary preview messages)."""
+    from PIL import Image
+
+    prompt = style_control_prompt(web_server, psp_path, bisenet_path)
     web_server.ws.clear()
     entry = web_server.run_prompt(prompt, timeout=300)
     images = web_server.output_images(entry, "10")
@@ -523,3 +533,82 @@ def test_style_control_prompt_runs_with_previews(web_server, psp_path, bisenet_p
         elif msg["type"] == "binary":
             previews.append(current)
     assert {"3", "4", "9"} <= set(previews), previews
+
+
+def test_keyframes_are_refused_where_a_single_style_is_needed(web_server, psp_path, bisenet_path):
+    """ComfyUI's own validation refuses Style Keyframes' output in the single-code inputs when the prompt is
+    queued (HTTP 400, return_type_mismatch naming the input): Style Mix and Stylize Video File."""
+    prompt = style_control_prompt(web_server, psp_path, bisenet_path)
+
+    def refused(prompt: dict, node_id: str, input_name: str) -> None:
+        with pytest.raises(AssertionError) as info:  # conftest.PromptRejected
+            web_server.post_prompt(prompt)
+        assert getattr(info.value, "status", None) == 400, info.value
+        errors = info.value.body["node_errors"][node_id]["errors"]
+        assert [(e["type"], e["extra_info"]["input_name"]) for e in errors] == \
+            [("return_type_mismatch", input_name)], errors
+        assert "VTOONIFY_KEYFRAMES" in errors[0]["details"], errors
+
+    into_mix = json.loads(json.dumps(prompt))
+    into_mix["5"]["inputs"]["style_a"] = ["6", 0]
+    into_mix["6"]["inputs"]["style_b"] = ["4", 0]  # no cycle: Keyframes from Extract and Exemplar
+    into_mix["9"]["inputs"]["style"] = ["5", 0]
+    refused(into_mix, "5", "style_a")
+    into_video = {k: v for k, v in prompt.items() if k not in ("9", "10")}
+    into_video["11"] = {"class_type": "VToonifyStylizeVideoFile", "inputs": {
+        "vtoonify_model": ["2", 0], "video_path": "/nonexistent/clip.mp4", "output_name": "vtoonify/keyframes.mp4",
+        "style_degree": 0.5, "batch_size": 2, "crop_mode": "whole frame (pad to 8)", "style": ["6", 0]}}
+    refused(into_video, "11", "style")
+
+
+# Saves the graph as the frontend does, rewritten as a workflow saved before Style Keyframes had its own
+# type: its output slot, Stylize Frames' style input and the link between them typed VTOONIFY_STYLE.
+SAVE_AS_OLD_JS = r"""
+(ids) => {
+  const wf = window.app.graph.serialize();
+  for (const node of wf.nodes) {
+    if (node.id === ids.keyframes) node.outputs[0].type = 'VTOONIFY_STYLE';
+    if (node.id === ids.stylize) node.inputs.find((i) => i.name === 'style').type = 'VTOONIFY_STYLE';
+  }
+  const link = wf.links.find((l) => l[1] === ids.keyframes && l[3] === ids.stylize);
+  link[5] = 'VTOONIFY_STYLE';
+  return wf;
+}
+"""
+
+# The types the loaded graph holds (Style Keyframes' output, its link to Stylize Frames), then what the graph
+# lets the user connect: that output into Stylize Frames' style, and into Style Mix's style_a.
+CONNECT_JS = r"""
+(ids) => {
+  const graph = window.app.graph;
+  const kf = graph.getNodeById(ids.keyframes), mix = graph.getNodeById(ids.mix), st = graph.getNodeById(ids.stylize);
+  const link = graph.serialize().links.find((l) => l[1] === ids.keyframes && l[3] === ids.stylize);
+  return {
+    output_type: kf.outputs[0].type, link_type: link[5],
+    into_stylize: !!kf.connect(0, st, st.findInputSlot('style')),
+    into_mix: !!kf.connect(0, mix, mix.findInputSlot('style_a')),
+  };
+}
+"""
+
+
+def test_saved_workflow_with_the_old_keyframes_link_loads_and_runs(web_server, browser_page, psp_path, bisenet_path):
+    """A UI workflow saved when Style Keyframes' output was typed VTOONIFY_STYLE still loads in the real
+    frontend, converts to the same prompt and runs. The frontend takes the output slot's type from the node
+    definition on load, so it then wires the keyframes into Stylize Frames but not into Style Mix."""
+    prompt = style_control_prompt(web_server, psp_path, bisenet_path)
+    ids = {"keyframes": 6, "stylize": 9, "mix": 5}
+    browser_page.evaluate("async (api) => { await window.app.loadApiJson(api, 'keyframes.json'); }", prompt)
+    old = browser_page.evaluate(SAVE_AS_OLD_JS, ids)
+    browser_page.load_graph(old)
+    assert browser_page.page.locator("[role=dialog]").count() == 0, "loading the workflow opened a dialog"
+    converted = browser_page.graph_to_prompt()["output"]
+    assert converted["9"]["inputs"]["style"] == ["6", 0]
+    assert {k: v["class_type"] for k, v in converted.items()} == {k: v["class_type"] for k, v in prompt.items()}
+    entry = web_server.wait(browser_page.queue_prompt(), timeout=300)
+    assert len(web_server.output_images(entry, "10")) == 3
+    wiring = browser_page.evaluate(CONNECT_JS, ids)
+    # the saved link keeps its type (it only colours the wire; /prompt checks the node's output type)
+    assert wiring == {"output_type": "VTOONIFY_KEYFRAMES", "link_type": "VTOONIFY_STYLE", "into_stylize": True,
+                      "into_mix": False}, wiring
+    assert browser_page.unexpected_console_errors() == [], "\n".join(browser_page.console_errors)
