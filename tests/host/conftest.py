@@ -1,8 +1,9 @@
 """Fixtures for tests against a real ComfyUI 0.30 with this pack linked in.
 
 * ``comfy_server`` (session): one real server on a free 127.0.0.1 port with a temporary base
-  folder, set up by ``scripts/comfy_host.py`` (cached; CI runs its ``setup`` beforehand). It is
-  always stopped at the end of the session. ``VTOONIFY_SKIP_HOST=1`` skips these tests; any other
+  folder, set up by ``scripts/comfy_host.py`` (cached; CI runs its ``setup`` beforehand), with the
+  test-only nodes of ``bad_input_nodes/`` beside the pack. It is always stopped at the end of the
+  session. ``VTOONIFY_SKIP_HOST=1`` skips these tests; any other
   failure to set up or start the host is a test error.
 * ``chromium_browser`` (session): Debian's Chromium driven by Playwright (no downloaded browser).
 * ``browser_page`` (per test): a fresh page on the server's UI as a new user sees it (blank
@@ -62,6 +63,17 @@ def load_comfy_host():
     spec = importlib.util.spec_from_file_location("comfy_host", REPO_ROOT / "scripts" / "comfy_host.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["comfy_host"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_bad_inputs():
+    """Import ``scripts/bad_inputs.py`` (the bad-input campaign) as the module ``bad_inputs``."""
+    if "bad_inputs" in sys.modules:
+        return sys.modules["bad_inputs"]
+    spec = importlib.util.spec_from_file_location("bad_inputs", REPO_ROOT / "scripts" / "bad_inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bad_inputs"] = module
     spec.loader.exec_module(module)
     return module
 
@@ -391,6 +403,8 @@ def comfy_server(tmp_path_factory) -> ComfyServer:
     host_module = load_comfy_host()
     host = host_module.setup(quiet=True)
     base = tmp_path_factory.mktemp("comfy_base")
+    # the test-only nodes of the bad-input campaign (malformed IMAGE tensors), before ComfyUI starts
+    load_bad_inputs().link_helper_nodes(base)
     # the CPU even where the host's torch sees a GPU: these tests are written for the CPU (CI's machine)
     process = host_module.start_server(host, base, port=None, timeout=180.0, die_with_parent=True, force_cpu=True)
     try:
