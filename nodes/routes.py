@@ -331,7 +331,8 @@ def style_names(checkpoint, exstyle="auto") -> tuple[int, dict]:
     if not isinstance(checkpoint, str) or not checkpoint:
         return 400, {"error": "give checkpoint=<a name from the checkpoint list>."}
     if checkpoint not in listed and checkpoint not in loader.checkpoint_choices():
-        return 400, {"error": f"unknown checkpoint {checkpoint!r}: not a file of models/{loader.FOLDER}."}
+        return 400, {"error": f"unknown checkpoint {checkpoint!r}: not a file of models/{loader.FOLDER}; use a name "
+                              f"from the checkpoint list (GET {PREFIX}/models)."}
     if exstyle not in (loader.AUTO, loader.NONE) and (
             not isinstance(exstyle, str) or exstyle not in loader.exstyle_choices()
             or os.path.splitext(exstyle)[1].lower() not in loader.EXSTYLE_EXTENSIONS):
@@ -364,6 +365,29 @@ def style_names(checkpoint, exstyle="auto") -> tuple[int, dict]:
 
 
 # ---------------------------------------------------------------------------------------------- aiohttp
+
+
+#: The pack's routes under :data:`PREFIX` and their method.
+ROUTES = {"/models": "GET", "/downloads": "GET", "/download": "POST", "/styles": "GET"}
+
+
+def wrong_method(path: str, allowed: str) -> tuple[int, dict]:
+    """The answer to a request with another method than the route's."""
+    how = 'POST with a JSON body {"name": "<official file name>"}' if allowed == "POST" else "GET"
+    return 405, {"error": f"{PREFIX}{path} takes {allowed} requests: use {how}.", "allow": allowed}
+
+
+def unknown_route(tail: str) -> tuple[int, dict]:
+    """The answer to a path under :data:`PREFIX` that is not one of :data:`ROUTES`."""
+    listing = ", ".join(f"{m} {PREFIX}{p}" for p, m in ROUTES.items())
+    return 404, {"error": f"{PREFIX}/{tail} is not a route of this pack; the routes are: {listing}."}
+
+
+def _wrong_method(reply, path: str, allowed: str):
+    async def handler(request):
+        return reply(wrong_method(path, allowed))
+
+    return handler
 
 
 def register(routes) -> None:
@@ -405,6 +429,15 @@ def register(routes) -> None:
     async def _styles(request):
         q = request.rel_url.query
         return reply(style_names(q.get("checkpoint"), q.get("exstyle", loader.AUTO)))
+
+    # the wrong method, or a path that is not ours under the prefix: a JSON answer that says what to send
+    for path, allowed in ROUTES.items():
+        other = "GET" if allowed == "POST" else "POST"
+        routes.route(other, PREFIX + path)(_wrong_method(reply, path, allowed))
+
+    @routes.route("*", PREFIX + "/{tail:.*}")
+    async def _unknown(request):
+        return reply(unknown_route(request.match_info.get("tail", "")))
 
 
 def _register_with_server() -> bool:

@@ -158,7 +158,8 @@ class StyleMix:
             selection = MIX_LAYERS[layers]
             if selection is None:
                 if int(first_layer) > int(last_layer):
-                    raise InputError("first_layer", f"{first_layer} is after last_layer {last_layer}.")
+                    raise InputError("first_layer", f"{first_layer} is after last_layer {last_layer}: set first_layer "
+                                                    f"<= last_layer (e.g. {last_layer}..{first_layer}).")
                 selection = list(range(int(first_layer), int(last_layer) + 1))
             style = mix_styles(style_a, style_b, float(blend), selection)
             return (style, style.describe())

@@ -5,6 +5,7 @@ Details: docs/design.md, ``vtoonify_core/weights.py``.
 from __future__ import annotations
 
 import json
+import re
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -93,15 +94,16 @@ def _read_pt(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         if "Unsupported global" not in str(e):  # a pickle stream torch cannot parse: damaged, not foreign
             raise CheckpointError(f"{path}: cannot read this checkpoint: its data is damaged (the file is corrupt "
                                   f"or truncated): download it again.") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{path}: refused to load: the file contains Python objects other than tensors and plain "
-            f"containers, and this library never unpickles code ({str(e).splitlines()[0]}). Use the "
-            f"official checkpoint files, or convert a trusted file to .safetensors with "
-            f"`python -m vtoonify_core convert SRC DST`."
+            f"{path}: refused to load: the file contains Python objects{what} other than tensors and plain "
+            f"containers, and this library never unpickles code. Use the official checkpoint files, or "
+            f"convert a trusted file to .safetensors with `python -m vtoonify_core convert SRC DST`."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path}: cannot read this checkpoint: the file is truncated or corrupt "
-                              f"({type(e).__name__}): download it again.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError):
+        raise CheckpointError(f"{path}: cannot read this checkpoint: the file is truncated or corrupt: download "
+                              f"it again.") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}.")
     meta: dict[str, str] = {}
@@ -211,7 +213,8 @@ def check_state_dict(
         parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
     if shapes:
         parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[:2]})")
-    raise CheckpointError(f"{path}: does not fit the {what}: " + "; ".join(parts) + ".")
+    raise CheckpointError(f"{path}: does not fit the {what}: " + "; ".join(parts) + ". The file is damaged or "
+                          "not a checkpoint of this kind: choose the right file, or download it again.")
 
 
 def load_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], path: PathLike, what: str) -> nn.Module:

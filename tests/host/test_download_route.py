@@ -108,3 +108,21 @@ def test_every_malformed_body_is_a_4xx_with_a_message(comfy_server):
     assert snapshot(root) == before
     log = comfy_server.log_text()[log_before:]
     assert "RecursionError" not in log and "Error handling request" not in log, log[-3000:]
+
+
+def test_wrong_methods_and_unknown_paths_get_json_that_says_what_to_send(comfy_server):
+    """Under /vtoonify/ every request gets a JSON answer: the wrong method a 405 naming the right one,
+    an unknown path a 404 listing the routes (before: 404 with an empty body, or aiohttp's plain text)."""
+    cases = [("GET", "/vtoonify/download", 405, "use POST with a JSON body"),
+             ("POST", "/vtoonify/models", 405, "use GET"),
+             ("POST", "/vtoonify/styles", 405, "use GET"),
+             ("GET", "/vtoonify/nothing", 404, "the routes are: GET /vtoonify/models"),
+             ("DELETE", "/vtoonify/models/x", 404, "not a route of this pack")]
+    for method, path, status, expect in cases:
+        got, body = comfy_server.request(method, path, b"" if method != "GET" else None,
+                                         {"Content-Type": "application/json"}, timeout=30)
+        answer = json.loads(body)
+        assert got == status, (method, path, got, answer)
+        assert expect in answer.get("error", ""), (method, path, answer)
+    # the real routes still answer
+    assert isinstance(comfy_server.get_json("/vtoonify/models"), dict)

@@ -49,7 +49,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             raise CheckpointError(
                 f"{self._path}: refused: the pickle inside this .npy names {module}.{name}, but exemplar style "
                 f"codes may only contain numpy arrays. The file is not an official exstyle_code.npy (or was "
-                f"tampered with); do not load it.")
+                f"tampered with): download the official exstyle_code.npy again, or choose exstyle 'auto'.")
         if module.startswith("numpy.core"):
             module = "numpy._core" + module[len("numpy.core"):] if hasattr(np, "_core") else module
         return getattr(importlib.import_module(module), name)
@@ -112,7 +112,9 @@ def load_exstyles(path: Union[str, Path]) -> ExStyles:
         ckpt = read_checkpoint(path)
         if "codes" not in ckpt.tensors or ckpt.metadata.get("kind", "exstyle") != "exstyle":
             kind = ckpt.metadata.get("kind") or detect_kind(ckpt.tensors)
-            raise CheckpointError(f"{path}: this is a {kind} file, not exemplar style codes (exstyle_code).")
+            raise CheckpointError(f"{path}: this is {'an unknown kind of' if kind == 'unknown' else 'a ' + kind} file, "
+                                  f"not exemplar style codes: choose the checkpoint's exstyle_code.npy (or "
+                                  f".safetensors), or 'auto'.")
         codes = ckpt.tensors["codes"].float()
         names = json.loads(ckpt.metadata.get("names", "[]")) or [f"style {i}" for i in range(codes.shape[0])]
         if codes.ndim != 3 or codes.shape[1:] != (18, 512) or len(names) != codes.shape[0]:

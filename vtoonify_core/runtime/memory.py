@@ -163,7 +163,7 @@ def _gib(n: int) -> str:
 def check_fits(model: VToonifyModel, input_size: tuple[int, int], *, frames: int = 1,
                output_bytes_per_frame: int = 0, output_device: Optional[DeviceLike] = None,
                advice: str = "downscale the frames", free_bytes: Optional[int] = None,
-               output_free_bytes: Optional[int] = None) -> None:
+               output_free_bytes: Optional[int] = None, input_name: str = "images") -> None:
     """Refuse, before any work, a clip that cannot be stylized in the free memory.
 
     One frame of ``input_size`` must fit on the model's device (:func:`frame_memory_bytes`), and the
@@ -214,7 +214,7 @@ def check_fits(model: VToonifyModel, input_size: tuple[int, int], *, frames: int
             best = (hh, ww)
             break
     room = (f"; at most about {best[1]}x{best[0]} px fit now" if best else "; not even a small input fits now")
-    raise InputError("images", f"a {w}x{h} px input gives a {SCALE * w}x{SCALE * h} px output and needs "
+    raise InputError(input_name, f"a {w}x{h} px input gives a {SCALE * w}x{SCALE * h} px output and needs "
                                f"{' and '.join(parts)}: {advice}, or free memory used by other models{room}.")
 
 

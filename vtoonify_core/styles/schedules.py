@@ -146,8 +146,8 @@ def parse_keyframes(spec: str, styles: Mapping[str, Optional[StyleCode]]) -> Sty
                                           f"e.g. '0:A@0.0, 120:B@1.0'.")
         frame, letter, degree = int(m.group(1)), m.group(2).upper(), m.group(3)
         if letter not in named:
-            raise InputError("keyframes", f"{entry!r} names style {letter}; the styles are "
-                                          f"{', '.join(sorted(named))}.")
+            raise InputError("keyframes", f"{entry!r} names style {letter}; use one of "
+                                          f"{', '.join(sorted(named))} (the inputs style_a, style_b, ...).")
         style = named[letter]
         if style is None:
             raise InputError("keyframes", f"{entry!r} uses style {letter}, but style_{letter.lower()} is not "
@@ -161,7 +161,7 @@ def parse_keyframes(spec: str, styles: Mapping[str, Optional[StyleCode]]) -> Sty
             if not math.isfinite(deg) or not 0.0 <= deg <= 1.0:
                 raise InputError("keyframes", f"the style degree of {entry!r} must be between 0 and 1.")
         if frame in out:
-            raise InputError("keyframes", f"frame {frame} has two keyframes.")
+            raise InputError("keyframes", f"frame {frame} has two keyframes: keep one entry for frame {frame}.")
         out[frame] = Keyframe(frame, check_code(style, f"style_{letter.lower()}"), deg)
     if not out:
         raise InputError("keyframes", "no keyframe: write entries such as '0:A@0.0, 120:B@1.0'.")

@@ -119,7 +119,9 @@ def _open_input(path: PathLike):
     try:
         container = av.open(str(p), "r")
     except av.FFmpegError as exc:
-        raise VideoError(f"cannot read video {p}: {exc} (not a video file, or a format FFmpeg cannot open)") from None
+        logger.info("VToonify: FFmpeg cannot open %s: %s", p, exc)
+        raise VideoError(f"cannot read video {p}: it is not a video FFmpeg can open (empty, damaged or another kind of "
+                         f"file): choose a .mp4, .mov, .mkv or .webm file.") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{p} has no video stream")
@@ -176,8 +178,9 @@ def _frame_index(path: PathLike) -> tuple[int, Optional[list[int]]]:
                 if packet.size == 0 or packet.is_discard:
                     continue
                 pts.append(packet.pts)
-        except av.FFmpegError as exc:
-            raise VideoError(f"cannot read video {path}: {exc}") from None
+        except av.FFmpegError:
+            raise VideoError(f"cannot read video {path}: it is damaged or truncated: choose another "
+                             f"file, or encode it again.") from None
     finally:
         container.close()
     if any(p is None for p in pts) or len(set(pts)) != len(pts):
@@ -208,8 +211,9 @@ def _probe(path: PathLike) -> tuple[VideoInfo, Optional[list[int]]]:
         vs = _video_stream(container)
         try:
             first = next(container.decode(vs), None)
-        except av.FFmpegError as exc:
-            raise VideoError(f"cannot decode video {path}: {exc}") from None
+        except av.FFmpegError:
+            raise VideoError(f"cannot decode video {path}: it is damaged or truncated: choose another file, or "
+                             f"encode it again.") from None
         if first is None:
             raise VideoError(f"{path}: no frame could be decoded")
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate
@@ -296,8 +300,9 @@ def iter_frames(path: PathLike, start: int = 0, start_pts: Optional[int] = None,
             container.close()
             container = None
             yield from iter_frames(path, start, None, stop_pts, count)
-        except av.FFmpegError as exc:
-            raise VideoError(f"cannot decode video {path}: {exc}") from None
+        except av.FFmpegError:
+            raise VideoError(f"cannot decode video {path}: it is damaged or truncated: choose another file, or "
+                             f"encode it again.") from None
     finally:
         if container is not None:
             container.close()
