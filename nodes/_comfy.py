@@ -117,18 +117,49 @@ def to_mask(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- run-time hooks
 
 
+#: Longest side of node previews (pixels) where ComfyUI has no ``--preview-size``.
+PREVIEW_SIZE = 512
+
+
+def previews_enabled() -> bool:
+    """Whether ComfyUI sends previews for the prompt that is running: its preview method is not
+    ``none``. That is the server's ``--preview-method`` (default ``none``), or the one the prompt
+    asks for (the frontend's preview setting, ``extra_data.preview_method``), which ComfyUI sets
+    in ``comfy.cli_args.args`` before each prompt, as its samplers read it. A ComfyUI without
+    that setting shows them."""
+    try:
+        from comfy.cli_args import LatentPreviewMethod, args
+    except ImportError:
+        return True
+    method = getattr(args, "preview_method", None)
+    none = getattr(LatentPreviewMethod, "NoPreviews", None)
+    return method is None or none is None or method != none
+
+
+def preview_size() -> int:
+    """Longest side of previews: ComfyUI's ``--preview-size`` (:data:`PREVIEW_SIZE` without it)."""
+    try:
+        from comfy.cli_args import args
+
+        return int(getattr(args, "preview_size", PREVIEW_SIZE) or PREVIEW_SIZE)
+    except (ImportError, TypeError, ValueError):
+        return PREVIEW_SIZE
+
+
 def progress(total: int) -> Callable[..., None]:
     """A ``progress(done, total, preview=None)`` callback driving a ComfyUI progress bar.
 
     ``preview`` (an image, see :func:`preview_image`) is shown on the node and stays there after
-    the run (ComfyUI's progress preview, as samplers show their latents).
+    the run (ComfyUI's progress preview, as samplers show their latents), when previews are on
+    (:func:`previews_enabled`, asked once per bar); otherwise only the progress is sent.
     """
     from comfy.utils import ProgressBar
 
     bar = ProgressBar(total)
+    show = previews_enabled()
 
     def update(done: int, tot: int, preview=None) -> None:
-        bar.update_absolute(done, tot, preview_image(preview) if preview is not None else None)
+        bar.update_absolute(done, tot, preview_image(preview) if show and preview is not None else None)
 
     return update
 
@@ -138,7 +169,8 @@ def run_hooks(total: Optional[int] = None, preview: Optional[Callable[[], Any]] 
 
     * ``progress``: a progress bar of ``total`` steps (``None``: sized by the first update, for runs
       that learn their length as they start); ``preview()``, when given, is asked at every update
-      for an image to show on the node (``None``: keep the last one);
+      for an image to show on the node (``None``: keep the last one), only when previews are on
+      (:func:`previews_enabled`);
     * ``check_interrupt``: ComfyUI's Cancel button;
     * ``on_oom``: give cached allocator blocks back after an out-of-memory error;
     * ``output_device``: ComfyUI's intermediate device.
@@ -148,6 +180,8 @@ def run_hooks(total: Optional[int] = None, preview: Optional[Callable[[], Any]] 
     from ..vtoonify_core.runtime.hooks import RunHooks
 
     bar = progress(total) if total is not None else None
+    if not previews_enabled():  # not even asked for: no frame is copied for a preview nobody sees
+        preview = None
 
     def update(done: int, tot: int) -> None:
         nonlocal bar
@@ -156,10 +190,6 @@ def run_hooks(total: Optional[int] = None, preview: Optional[Callable[[], Any]] 
         bar(done, tot, preview() if preview is not None else None)
 
     return RunHooks(progress=update, check_interrupt=check_interrupt, on_oom=on_oom, output_device=output_device())
-
-
-#: Longest side of node previews (pixels).
-PREVIEW_SIZE = 512
 
 
 def preview_image(image):
@@ -173,11 +203,12 @@ def preview_image(image):
     if isinstance(image, torch.Tensor):
         t = image[0] if image.ndim == 4 else image
         image = (t.detach().float().clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8).cpu().numpy()
-    return ("JPEG", Image.fromarray(np.ascontiguousarray(image)), PREVIEW_SIZE)
+    return ("JPEG", Image.fromarray(np.ascontiguousarray(image)), preview_size())
 
 
 def show_preview(image) -> None:
-    """Show one image on the running node (kept until the node runs again); see :func:`preview_image`."""
+    """Show one image on the running node (kept until the node runs again) when previews are on;
+    see :func:`preview_image`."""
     progress(1)(1, 1, image)
 
 
