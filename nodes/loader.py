@@ -130,6 +130,90 @@ def missing_message(name: str, input_name: str) -> str:
         f"official Google Drive only ({official.DRIVE_ALL_URL}): download those by hand.")
 
 
+# ---------------------------------------------------------------------------------------------- queue-time checks
+
+#: the loader's file inputs, with their list of choices
+FILE_INPUTS = {"checkpoint": checkpoint_choices, "style_encoder": encoder_choices, "face_parser": parser_choices,
+               "exstyle": exstyle_choices}
+
+
+def where_to_get(name: str) -> str:
+    """Where an official file is published ('' for a file that is not part of the official release)."""
+    rel = PurePosixPath(Path(name).as_posix())
+    folder = rel.parent.as_posix() if rel.parent != PurePosixPath(".") else ""
+    if rel.as_posix() in official.DOWNLOADABLE:
+        url = f"{official.HF_TREE_URL}/{folder}" if folder else official.HF_TREE_URL
+        return f"It is on Hugging Face ({HF_REPO}): set download_missing to true, or download it from {url}."
+    if rel.as_posix() in official.DRIVE_NAMES:
+        url = official.DRIVE_FOLDERS.get(folder, official.DRIVE_ALL_URL)
+        return f"It is on the official Google Drive only: download {rel.name} by hand from {url}."
+    return ""
+
+
+def missing_file_line(name: str, input_name: str) -> str:
+    """One line for a missing file: the file, the folder it goes in and where to get it."""
+    rel = Path(name).as_posix()
+    where = where_to_get(name) or "It is not a file of the official release: put your own file there or pick another."
+    return (f"{input_name}: '{rel}' is not in models/{FOLDER}: save it as models/{FOLDER}/{rel} "
+            f"(the folder {folder_hint()}). {where}")
+
+
+def _known_kind(checkpoint: str) -> str:
+    """``'VToonify-T'``/``'VToonify-D'`` when the checkpoint's name says it, else ''."""
+    v = official.variant(Path(checkpoint).as_posix())
+    return v.kind if v is not None else ""
+
+
+def queue_check(checkpoint, style_encoder, face_parser, exstyle, download_missing) -> list[str]:
+    """What :meth:`LoadVToonifyModel.VALIDATE_INPUTS` refuses, one line each ([] = nothing).
+
+    * a value outside an input's list (ComfyUI's own list check is off for the inputs named in
+      VALIDATE_INPUTS, so it is repeated here with ComfyUI's words);
+    * a missing file when download_missing is off; with it on, a missing official file that is on
+      Google Drive only (the download cannot fetch it); nothing when download_missing comes from
+      another node.
+
+    Inputs that come from another node (``None`` here) are checked when the node runs. Only the
+    names and the folder are looked at (no file is read).
+    """
+    from ..vtoonify_core.models.bundle import find_exstyle
+
+    register_folder()
+    values = {"checkpoint": checkpoint, "style_encoder": style_encoder, "face_parser": face_parser,
+              "exstyle": exstyle}
+    problems = []
+    for input_name, value in values.items():
+        if value is not None and value not in FILE_INPUTS[input_name]():
+            problems.append(f"Value not in list: {input_name}: {value!r} is neither a file of models/{FOLDER} nor an "
+                            f"official file name.")
+    if problems or download_missing is None:
+        return problems
+    fp = _comfy.folder_paths()
+
+    def missing(name) -> bool:
+        return name is not None and not fp.get_full_path(FOLDER, name)
+
+    def refuse(name) -> bool:  # downloads fetch what is on Hugging Face, and try any unofficial name there
+        return not download_missing or Path(name).as_posix() in official.DRIVE_NAMES
+
+    for input_name in ("checkpoint", "style_encoder", "face_parser"):
+        name = values[input_name]
+        if missing(name) and refuse(name):
+            problems.append(missing_file_line(name, input_name))
+    if exstyle is None or exstyle == NONE or checkpoint is None:
+        return problems
+    kind = _known_kind(checkpoint)
+    if exstyle != AUTO:
+        if kind != official.KIND_NAMES["t"] and missing(exstyle) and refuse(exstyle):  # VToonify-T ignores it
+            problems.append(missing_file_line(exstyle, "exstyle"))
+    elif kind == official.KIND_NAMES["d"]:  # 'auto': the codes beside a VToonify-D checkpoint
+        full = fp.get_full_path(FOLDER, checkpoint)
+        beside = PurePosixPath(Path(checkpoint).as_posix()).parent.joinpath(EXSTYLE_FILE).as_posix()
+        if (full is None or find_exstyle(full) is None) and (not download_missing or beside not in OFFICIAL_EXSTYLES):
+            problems.append(missing_file_line(beside, "exstyle (auto: the codes beside the checkpoint)"))
+    return problems
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 
@@ -263,6 +347,18 @@ class LoadVToonifyModel:
                                f"where to get them by hand."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint=None, style_encoder=None, face_parser=None, exstyle=AUTO,
+                        download_missing=False):
+        """Refuse missing model files when the prompt is queued (ComfyUI's "errors found" dialog),
+        naming each file, the folder it goes in and where to get it (see :func:`queue_check`).
+
+        ComfyUI skips its own list check for the inputs named here (and only for them):
+        :func:`queue_check` does it again; device and precision keep ComfyUI's check."""
+        download = None if download_missing is None else bool(download_missing)
+        problems = queue_check(checkpoint, style_encoder, face_parser, exstyle, download)
+        return True if not problems else f"{DISPLAY_NAME}: " + "\n".join(problems)
 
     @classmethod
     def IS_CHANGED(cls, checkpoint, style_encoder, face_parser, exstyle="auto", **_):
