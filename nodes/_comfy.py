@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
 
@@ -37,19 +37,26 @@ def folder_paths():
 
 
 @contextlib.contextmanager
-def node_errors(display_name: str) -> Iterator[None]:
+def node_errors(display_name: str, hide: Optional[Mapping[str, str]] = None) -> Iterator[None]:
     """Prefix the message of user-facing errors with the node's display name.
 
     ``ValueError`` (bad input, wrong or corrupt checkpoint, no face), ``FileNotFoundError``
     (missing model) and ``ImportError`` (missing optional package) keep their type and traceback;
-    interruption, out-of-memory and other errors pass untouched.
+    interruption, out-of-memory and other errors pass untouched. ``hide``: text to replace in
+    those messages (e.g. a file's real path on the server -> the name the prompt gave), read when
+    the error passes, so a node can fill it as it goes.
     """
     try:
         yield
     except (ValueError, FileNotFoundError, ImportError) as exc:
         msg = str(exc)
-        if not msg.startswith(display_name):
-            new = f"{display_name}: {msg}"
+        for text, shown in sorted((hide or {}).items(), key=lambda kv: -len(kv[0])):
+            if text:
+                msg = msg.replace(text, shown)
+        new = msg if msg.startswith(display_name) else f"{display_name}: {msg}"
+        if new != str(exc):
+            if isinstance(exc, OSError) and exc.errno is not None:  # its text comes from errno and filename
+                raise type(exc)(new).with_traceback(exc.__traceback__) from None
             exc.args = (new,) + tuple(exc.args[1:])
             if isinstance(exc, ImportError):
                 exc.msg = new

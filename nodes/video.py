@@ -8,11 +8,10 @@ continues from there.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-from . import _comfy, inputs
+from . import _comfy, inputs, paths
 
 DISPLAY_NAME = "Stylize Video File (VToonify)"
 DEFAULT_OUTPUT = "vtoonify/%stem%_vtoonify.mp4"
@@ -21,48 +20,27 @@ PREVIEW_EVERY_S = 2.0
 
 
 def resolve_video_path(name: str) -> Path:
-    """An absolute path, or a file of ComfyUI's input folder (``name`` or ``name [input]``)."""
-    from ..vtoonify_core.errors import InputError
-
-    name = (name or "").strip().strip('"')
-    if not name:
-        raise InputError("video_path", "give the path of a video file (absolute, or a file in ComfyUI's input folder).")
-    p = Path(os.path.expanduser(name))
-    if p.is_absolute():
-        if not p.is_file():
-            raise FileNotFoundError(f"video_path: {p} does not exist (paths are read on the machine running ComfyUI).")
-        return p
-    fp = _comfy.folder_paths()
-    try:
-        full = Path(fp.get_annotated_filepath(name))
-    except Exception:  # noqa: BLE001 - older folder_paths
-        full = Path(fp.get_input_directory()) / name
-    if full.is_file():
-        return full
-    raise FileNotFoundError(f"video_path: '{name}' is not an absolute path and not in ComfyUI's input folder "
-                            f"({fp.get_input_directory()}); upload it there or give the full path.")
+    """The real path of the video ``name`` names: a file of ComfyUI's input folder (``name``, or
+    ``name [output]`` etc.), or an absolute path inside a folder this pack may read (see
+    :mod:`.paths`). Missing and not allowed give one message."""
+    return paths.resolve_readable(name, "video_path")
 
 
 def resolve_output_path(output_name: str, source: Path) -> tuple[Path, str, str]:
     """``(full path, subfolder, file name)`` of the output inside ComfyUI's output folder.
 
     ``%stem%`` is replaced by the source file's name without extension; without an extension
-    ``.mp4`` is added.
+    ``.mp4`` is added. Names that lead out of the output folder are refused.
     """
     from ..vtoonify_core.errors import InputError
     from ..vtoonify_core.video.encode import CONTAINERS
 
-    root = Path(_comfy.folder_paths().get_output_directory()).resolve()
     name = (output_name or DEFAULT_OUTPUT).strip().replace("%stem%", source.stem).replace("\\", "/")
     if not Path(name).suffix:
         name += ".mp4"
     if Path(name).suffix.lower() not in CONTAINERS:
         raise InputError("output_name", f"unsupported extension {Path(name).suffix!r}; use {', '.join(CONTAINERS)}.")
-    full = (root / name).resolve()
-    if os.path.isabs(name) or root not in full.parents:
-        raise InputError("output_name", f"'{output_name}' must be a relative name inside the output folder {root}.")
-    rel = full.relative_to(root)
-    return full, rel.parent.as_posix() if rel.parent != Path(".") else "", rel.name
+    return paths.resolve_output(name, "output_name", shown=output_name)
 
 
 class StylizeVideoFile:
@@ -87,8 +65,11 @@ class StylizeVideoFile:
         return {
             "required": {
                 "vtoonify_model": inputs.vtoonify_model(),
-                "video_path": ("STRING", {"default": "", "tooltip": "Video file: an absolute path on the ComfyUI "
-                                                                    "machine, or a file in the input folder."}),
+                "video_path": ("STRING", {"default": "", "tooltip": "Video file: a file of ComfyUI's input folder "
+                                                                    "('name [output]' for one of the output folder), "
+                                                                    "or an absolute path inside the input, output or "
+                                                                    "temp folder or a folder listed in "
+                                                                    f"{paths.ALLOWED_DIRS_ENV}."}),
                 "output_name": ("STRING", {"default": DEFAULT_OUTPUT,
                                            "tooltip": "Output file inside the output folder (.mp4, .m4v, .mov, .mkv "
                                                       "or .webm); %stem% is the input's name. An existing file is "
@@ -117,6 +98,21 @@ class StylizeVideoFile:
         }
 
     @classmethod
+    def VALIDATE_INPUTS(cls, video_path=None):
+        """Refuse, when the prompt is queued, a video this pack may not read or that is missing (one
+        message for both); a video_path coming from another node is checked when the node runs.
+
+        Only ``video_path`` is named here: ComfyUI then skips its own checks for that input alone (a
+        STRING has none but its type), the others keep theirs."""
+        if video_path is None:
+            return True
+        try:
+            resolve_video_path(video_path)
+        except (ValueError, FileNotFoundError) as exc:
+            return f"{DISPLAY_NAME}: {exc}"
+        return True
+
+    @classmethod
     def IS_CHANGED(cls, video_path="", **kwargs):
         """Rerun when the source file changes (its size and modification time)."""
         try:
@@ -135,10 +131,12 @@ class StylizeVideoFile:
         from ..vtoonify_core.video.files import preview_indices, read_frames_at
         from ..vtoonify_core.video.run import stylize_video
 
-        with _comfy.node_errors(DISPLAY_NAME):
+        hidden: dict[str, str] = {}  # messages name the video as the prompt did, not by its real path
+        with _comfy.node_errors(DISPLAY_NAME, hide=hidden):
             model = inputs.require_model(vtoonify_model)
             mode = inputs.crop_mode_of(crop_mode)
             source = resolve_video_path(video_path)
+            hidden[str(source)] = repr(str(video_path).strip())
             output, subfolder, filename = resolve_output_path(output_name, source)
             model.load("generator", "parser", "encoder")
             state = {"frame": None, "shown": 0.0}

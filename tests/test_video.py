@@ -241,7 +241,8 @@ def loader_bundle_d(fake_comfy):
     return model
 
 
-def test_node_stylize_video_file(fake_comfy, loader_bundle_d, tmp_path):
+def test_node_stylize_video_file(fake_comfy, loader_bundle_d, tmp_path, monkeypatch):
+    monkeypatch.setenv("VTOONIFY_ALLOWED_DIRS", str(tmp_path))  # the clip is read from here by its absolute path
     node_module = fake_comfy.module("nodes.video")
     assert node_module.NODE_CLASS_MAPPINGS == {"VToonifyStylizeVideoFile": node_module.StylizeVideoFile}
     assert node_module.NODE_DISPLAY_NAME_MAPPINGS["VToonifyStylizeVideoFile"] == "Stylize Video File (VToonify)"
