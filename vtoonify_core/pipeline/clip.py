@@ -185,7 +185,7 @@ def stylize_clip(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: fl
                  progress: Optional[Progress] = None, check_interrupt: Optional[Callable[[], None]] = None,
                  on_oom: Optional[Callable[[int], None]] = None, output_device: DeviceLike = "cpu",
                  sink: Optional[Callable[[int, Tensor], None]] = None, backend="dlib", overlap: Optional[bool] = None,
-                 gathered: Optional[bool] = None) -> tuple[Optional[Tensor], ClipPlan]:
+                 gathered: Optional[bool] = None, frame_offset: int = 0) -> tuple[Optional[Tensor], ClipPlan]:
     """Crop (face mode) or pad (whole mode) a clip with :func:`plan_clip`, then stylize it.
 
     Before any stylization the memory is checked (:func:`~vtoonify_core.runtime.memory.check_fits`):
@@ -239,5 +239,5 @@ def stylize_clip(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: fl
         return plan.prepare_frames(raw, model.dtype, input_range)
 
     _run(model, b, load, prepare, None if logits is None else plan.prepare_parsing, style, d_s, size, progress,
-         check_interrupt, on_oom, output_device, emit, overlap)
+         check_interrupt, on_oom, output_device, emit, overlap, frame_offset)
     return out, plan

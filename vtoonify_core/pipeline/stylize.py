@@ -45,7 +45,7 @@ def _check_common(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: f
 def _run(model: VToonifyModel, n: int, load: Callable[[int, int], Sequence[Tensor]],
          prepare: Callable[[Tensor], Tensor], prepare_parsing: Optional[Callable[[Tensor], Tensor]],
          style: StyleCode, d_s: float, batch_size: int, progress, check_interrupt, on_oom, output_device,
-         emit: Callable[[int, Tensor], None], overlap: Optional[bool] = None) -> None:
+         emit: Callable[[int, Tensor], None], overlap: Optional[bool] = None, frame_offset: int = 0) -> None:
     """Stylize ``n`` frames chunk by chunk with :func:`run_chunks_overlapped`.
 
     ``load(i, j)`` gives the chunk's frames as they are transferred (and its parsing maps, second,
@@ -60,7 +60,7 @@ def _run(model: VToonifyModel, n: int, load: Callable[[int, int], Sequence[Tenso
         with torch.inference_mode():
             x_p = parse_frames(model.parser, x) if prepare_parsing is None else prepare_parsing(inputs[1])
             if schedule is not None:  # per-frame styles and degrees
-                y = forward_scheduled(model.generator, make_inputs(x, x_p), schedule, i, d_s)
+                y = forward_scheduled(model.generator, make_inputs(x, x_p), schedule, i + frame_offset, d_s)
             else:
                 y = model.generator(make_inputs(x, x_p), s_w.expand(j - i, -1, -1), d_s=d_s)
             return y.float().clamp_(-1.0, 1.0)
@@ -76,7 +76,8 @@ def stylize(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float =
             progress: Optional[Progress] = None, check_interrupt: Optional[Callable[[], None]] = None, *,
             input_range: tuple[float, float] = (-1.0, 1.0), output_device: DeviceLike = "cpu",
             on_oom: Optional[Callable[[int], None]] = None,
-            sink: Optional[Callable[[int, Tensor], None]] = None, overlap: Optional[bool] = None) -> Optional[Tensor]:
+            sink: Optional[Callable[[int, Tensor], None]] = None, overlap: Optional[bool] = None,
+            frame_offset: int = 0) -> Optional[Tensor]:
     """Toonify frames in chunks: ``clamp(generator(cat(x, parse(x) / 16), s_w, d_s), -1, 1)``.
 
     Args:
@@ -102,6 +103,8 @@ def stylize(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float =
         sink: if given, ``sink(start, chunk)`` receives each finished chunk (float32 in [-1, 1]
             on ``output_device``; from a CUDA model, in pinned host memory: copy it if it is
             kept) and nothing is gathered (returns ``None``).
+        frame_offset: the clip frame of ``frames[0]``: keyframed styles follow the clip's frame
+            numbers when a long clip is stylized a part at a time.
         overlap: copy the next chunk to the device and the last result back while a chunk
             computes (:func:`run_chunks_overlapped`); default: with a CUDA model. The result does
             not depend on it.
@@ -136,5 +139,5 @@ def stylize(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float =
             out[i:i + y.shape[0]] = y
 
     _run(model, b, load, prepare, None if logits is None else (lambda raw: raw), style, d_s, size, progress,
-         check_interrupt, on_oom, output_device, emit, overlap)
+         check_interrupt, on_oom, output_device, emit, overlap, frame_offset)
     return out

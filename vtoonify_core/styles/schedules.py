@@ -199,3 +199,38 @@ def forward_scheduled(generator: torch.nn.Module, inputs: Tensor, schedule: Styl
         outs.append(generator(inputs[i:j], wplus[i:j], d_s=degrees[i]))
         i = j
     return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def style_tensor(style) -> Tensor:
+    """The W+ codes a style or schedule is made of, float32 CPU: ``[1, 18, 512]`` for a code,
+    ``[K, 18, 512]`` (one per keyframe) for a schedule."""
+    if isinstance(style, StyleSchedule):
+        return torch.cat([k.style.wplus.detach().float().cpu() for k in style.keyframes])
+    return style.wplus.detach().float().cpu()
+
+
+def style_record(style) -> dict:
+    """What a style or schedule is, besides its codes (:func:`style_tensor`), as plain JSON data."""
+    def one(s: StyleCode) -> dict:
+        return {"backbone": s.backbone, "style_id": s.style_id, "style_name": s.style_name,
+                "color_transfer": bool(s.color_transfer)}
+
+    if isinstance(style, StyleSchedule):
+        return {"backbone": style.backbone, "keyframes": [dict(one(k.style), frame=int(k.frame), degree=k.degree)
+                                                          for k in style.keyframes]}
+    return one(style)
+
+
+def style_from_record(codes: Tensor, record: dict):
+    """A style or schedule back from :func:`style_tensor` and :func:`style_record` (a detached copy)."""
+    def one(w: Tensor, r: dict) -> StyleCode:
+        return StyleCode(w, r["backbone"], r.get("style_id"), r.get("style_name"), bool(r.get("color_transfer")))
+
+    if "keyframes" in record:
+        keys = record["keyframes"]
+        if codes.ndim != 3 or codes.shape[0] != len(keys):
+            raise InputError("style", f"{codes.shape[0]} saved codes for {len(keys)} keyframes.")
+        return StyleSchedule(tuple(Keyframe(int(k["frame"]), one(codes[i:i + 1].clone(), k),
+                                            None if k.get("degree") is None else float(k["degree"]))
+                                   for i, k in enumerate(keys)))
+    return one(codes.clone(), record)

@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from ..models.bundle import VToonifyModel
 from ..pipeline.clip import FIT_ADVICE, plan_clip
 from ..runtime.memory import check_fits
 from ..styles.codes import check_style, extract_style, style_from_image
+from ..styles.schedules import StyleSchedule, style_from_record, style_record, style_tensor
 from ..types import DEFAULT_FACE_PADDING, PathLike, StyleCode
 from .encode import EncodeSettings
 from .files import VideoInfo, _probe, check_file, iter_frames
@@ -76,7 +77,7 @@ class VideoJob:
     face_padding: int
     d_s: float
     encode: dict
-    style: StyleCode
+    style: Union[StyleCode, StyleSchedule]
     geometry: Optional[CropGeometry] = None
     reference_index: Optional[int] = None
     settings: dict = field(default_factory=dict)
@@ -128,9 +129,7 @@ class VideoJob:
             "encode": self.encode,
             "geometry": None if self.geometry is None else dataclasses.asdict(self.geometry),
             "reference_index": self.reference_index,
-            "style": {"file": STYLE_FILE, "sha256": _tensor_hash(self.style.wplus), "backbone": self.style.backbone,
-                      "style_id": self.style.style_id, "style_name": self.style.style_name,
-                      "color_transfer": self.style.color_transfer},
+            "style": dict(style_record(self.style), file=STYLE_FILE, sha256=_tensor_hash(style_tensor(self.style))),
             "chunks": [dataclasses.asdict(c) for c in self.chunks],
             "created": self.created,
         }
@@ -141,7 +140,7 @@ class VideoJob:
         style_path = self.work_path / STYLE_FILE
         if not style_path.exists():
             tmp = style_path.with_suffix(".tmp.npy")
-            np.save(tmp, self.style.wplus.detach().float().cpu().numpy())
+            np.save(tmp, style_tensor(self.style).numpy())
             os.replace(tmp, style_path)
         _write_json_atomic(self.work_path / MANIFEST, self.to_json())
 
@@ -166,7 +165,10 @@ class VideoJob:
             raise VideoError(f"cannot read the saved style code {work / s['file']}: {exc}") from None
         if _tensor_hash(wplus) != s["sha256"]:
             raise VideoError(f"{work / s['file']} does not match the manifest (changed or corrupt)")
-        style = StyleCode(wplus, s["backbone"], s.get("style_id"), s.get("style_name"), bool(s.get("color_transfer")))
+        try:
+            style = style_from_record(wplus, s)
+        except (InputError, KeyError, TypeError, ValueError) as exc:
+            raise VideoError(f"{work / MANIFEST} holds a style that cannot be read back ({exc})") from None
         geo = d.get("geometry")
         return cls(
             source=d["source"], output=d["output"], work_dir=str(work), info=VideoInfo.from_json(d["info"]),
@@ -229,7 +231,9 @@ def job_settings(model: VToonifyModel, source: PathLike, output: PathLike, *, st
         except OSError:
             models[part] = {"name": str(path)}
     if style is not None:
-        style_rule = {"code_sha256": _tensor_hash(style.wplus), "backbone": style.backbone}
+        style_rule = {"code_sha256": _tensor_hash(style_tensor(style)), "backbone": style.backbone}
+        if isinstance(style, StyleSchedule):
+            style_rule["keyframes"] = [(int(k.frame), k.degree) for k in style.keyframes]
     elif model.backbone == "dualstylegan":
         style_rule = {"style_id": int(style_id), "color_transfer": bool(color_transfer), "from": "video"}
     else:
@@ -330,7 +334,7 @@ def prepare_job(model: VToonifyModel, source: PathLike, output: PathLike, style:
     source, output = Path(source), Path(output)
     check_settings(crop_mode, chunk_size, 1, face_padding)
     if style is not None:
-        check_style(model, style)
+        check_style(model, style, allow_schedule=True)  # keyframed styles follow the clip's frame numbers
     if model.backbone == "dualstylegan":
         d_s = check_style_degree(d_s)
     if source.resolve() == output.resolve():
@@ -385,8 +389,7 @@ def prepare_job(model: VToonifyModel, source: PathLike, output: PathLike, style:
         chunks.append(Chunk(s, min(int(chunk_size), info.frames - s), None if index is None else index[s]))
     job = VideoJob(source=str(source), output=str(output), work_dir=str(work), info=info, chunk_size=int(chunk_size),
                    chunks=chunks, crop_mode=crop_mode, face_padding=int(face_padding), d_s=float(d_s), encode=enc,
-                   style=StyleCode(style.wplus.detach().float().cpu().clone(), style.backbone, style.style_id,
-                                   style.style_name, style.color_transfer),
+                   style=style_from_record(style_tensor(style), style_record(style)),
                    geometry=geometry, reference_index=ref, settings=settings, settings_hash=digest)
     job.save()
     return job

@@ -31,8 +31,9 @@ logger = logging.getLogger("vtoonify")
 def stylize_chunk(model: VToonifyModel, job: VideoJob, frames: np.ndarray, *, batch_size: int = 4,
                   sink: Callable[[int, np.ndarray], None], progress: Optional[Callable[[int], None]] = None,
                   check_interrupt: Optional[Callable[[], None]] = None,
-                  on_oom: Optional[Callable[[int], None]] = None) -> None:
-    """Stylize ``(n, H, W, 3)`` uint8 frames of a job, ``batch_size`` at a time.
+                  on_oom: Optional[Callable[[int], None]] = None, start: int = 0) -> None:
+    """Stylize ``(n, H, W, 3)`` uint8 frames of a job, ``batch_size`` at a time; ``start`` is the video
+    frame of ``frames[0]`` (keyframed styles follow the video's frame numbers).
 
     Face mode: every frame is cropped with the job's geometry (:func:`~vtoonify_core.faces.crop.apply_crop`,
     the official rule) and :func:`~vtoonify_core.pipeline.stylize` runs on the crops; whole mode:
@@ -55,11 +56,11 @@ def stylize_chunk(model: VToonifyModel, job: VideoJob, frames: np.ndarray, *, ba
         crops = np.stack([apply_crop(f, job.geometry) for f in frames])
         x = torch.from_numpy(crops).permute(0, 3, 1, 2)
         stylize(model, x, job.style, job.d_s, batch_size=int(batch_size), progress=prog,
-                check_interrupt=check_interrupt, on_oom=on_oom, sink=emit)
+                check_interrupt=check_interrupt, on_oom=on_oom, sink=emit, frame_offset=start)
     else:
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
         stylize_clip(model, x, job.style, job.d_s, crop_mode="whole", batch_size=int(batch_size), progress=prog,
-                     check_interrupt=check_interrupt, on_oom=on_oom, sink=emit)
+                     check_interrupt=check_interrupt, on_oom=on_oom, sink=emit, frame_offset=start)
 
 
 def encode_chunk(model: VToonifyModel, job: VideoJob, k: int, frames: Sequence[np.ndarray], pts: Sequence[int],
@@ -88,7 +89,7 @@ def encode_chunk(model: VToonifyModel, job: VideoJob, k: int, frames: Sequence[n
                 on_frames(job.chunks[k].start + i, batch)
 
         stylize_chunk(model, job, arr, batch_size=batch_size, sink=sink, progress=progress,
-                      check_interrupt=check_interrupt, on_oom=on_oom)
+                      check_interrupt=check_interrupt, on_oom=on_oom, start=job.chunks[k].start)
         written = writer.close()
     except BaseException:
         writer.abort()
@@ -201,7 +202,7 @@ def run_job(model: VToonifyModel, job: VideoJob, *, batch_size: int = 4, progres
     with every stylized batch (uint8, before ``progress``).
     """
     check_settings(job.crop_mode, job.chunk_size, batch_size, job.face_padding)
-    check_style(model, job.style)
+    check_style(model, job.style, allow_schedule=True)
     total = job.info.frames
     base = job.frames_done
     if progress is not None:
