@@ -1,17 +1,21 @@
 """The example workflows (``workflows/``) end to end on a real ComfyUI 0.30: HTTP API and the real frontend.
 
-Stand-in checkpoints are put into the server's ``models/vtoonify`` under the official names (with 317
-exemplar styles for VToonify-D, as the cartoon release has), a tiny random Real-ESRGAN-compact model
-into ``models/upscale_models`` under the name the upscaler workflow uses, and the example images are
+Stand-in checkpoints are put into the server's ``models/vtoonify`` under the official names (VToonify-D
+cartoon and arcane with 317 and 100 exemplar styles, as the release has; the two with other weights), a
+tiny random Real-ESRGAN-compact model into ``models/upscale_models`` under the name the upscaler
+workflow uses, and the example images are
 uploaded through ``/upload/image`` under the names the workflows load (``skimage.data.astronaut()``
 at 256x256, a three-frame animated WebP of it, and a recoloured mirror image as the style reference).
 So every workflow runs exactly as shipped: nothing is substituted.
 
-* ``/object_info`` lists the five nodes with their inputs and outputs;
+* ``/object_info`` lists the pack's nodes with their inputs and outputs;
 * every API workflow runs through ``/prompt``; its outputs are fetched through ``/history`` and ``/view``
   and checked (sizes: 4x the official face crop, or what the post-processing makes of it; contents);
   the VToonify nodes that ran sent progress over ``/ws``;
 * invalid prompts get ComfyUI's validation error (HTTP 400 with ``node_errors``) and the server goes on;
+* the merge workflow's merges give model A at ratio 0 and model B at 1, pixel for pixel, and are not run
+  again while their inputs stay the same; a merge saved by Save VToonify Model is listed by Load
+  VToonify Model at once and loads back giving the same picture;
 * every UI workflow loads in headless Chromium with no missing node type and no unexpected console
   error, ``app.graphToPrompt()`` gives exactly its API twin, and the Run button's prompt succeeds; a
   screenshot of each loaded graph goes to ``tests/host/artifacts/workflow_<name>.png``.
@@ -34,8 +38,21 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from workflow_specs import (D_CARTOON, ENCODER, EXAMPLE_CLIP, EXAMPLE_IMAGE, PARSER, REFERENCE_IMAGE, T_CARTOON, TITLES,
-                            UPSCALER, WORKFLOWS)
+from workflow_specs import (
+    D_ARCANE,
+    D_CARTOON,
+    ENCODER,
+    EXAMPLE_CLIP,
+    EXAMPLE_IMAGE,
+    MERGE_PANELS,
+    MERGE_SPACING,
+    PARSER,
+    REFERENCE_IMAGE,
+    T_CARTOON,
+    TITLES,
+    UPSCALER,
+    WORKFLOWS,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +65,7 @@ WRITE_ENV = "VTOONIFY_WRITE_WORKFLOWS"
 SIZE = 256              # example portrait side
 CLIP_FRAMES = 3
 N_STYLES = 317          # exemplar styles of the official vtoonify_d_cartoon
+N_STYLES_ARCANE = 100   # and of vtoonify_d_arcane
 THUMB_WIDTH, THUMB_QUALITY, THUMB_MAX_BYTES = 800, 72, 100_000
 VTOONIFY_NODES = {
     "VToonifyLoadModel": (["checkpoint", "style_encoder", "face_parser", "exstyle", "device", "precision",
@@ -63,7 +81,12 @@ VTOONIFY_NODES = {
                               ["face_parsing", "face_padding"], ["IMAGE", "MASK", "INT", "INT", "INT", "INT"]),
     "VToonifySpeedSettings": (["vtoonify_model", "bake_style", "channels_last", "fold_upsampling", "compile"], [],
                               ["VTOONIFY_MODEL"]),
+    "VToonifyMergeModels": (["model_a", "model_b", "ratio", "exstyles"],
+                            ["encoder", "modres", "fusion", "decoder_64", "decoder_128", "decoder_256", "decoder_512",
+                             "decoder_1024", "mapping", "style_transforms"], ["VTOONIFY_MODEL"]),
+    "VToonifySaveModel": (["vtoonify_model", "filename_prefix", "overwrite"], [], ["STRING"]),
 }
+OUTPUT_NODES = {"VToonifySaveModel"}
 PROGRESS_NODES = {"VToonifyFaceParse", "VToonifySmoothParsing", "VToonifyStylizeFrames"}
 
 # Builds a spec (workflow_specs.py) with the frontend's own LiteGraph classes and returns what the
@@ -265,6 +288,14 @@ def assert_picture(img: np.ndarray, shape: tuple[int, int]) -> None:
     assert 2.0 < float(img.mean()) < 253.0 and float(img.std()) > 2.0, (img.mean(), img.std())
 
 
+def merge_panels(image: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
+    """The panels of the merge workflow's side-by-side image (each ``size``, spaced by MERGE_SPACING)."""
+    h, w = size
+    n = len(MERGE_PANELS)
+    assert image.shape[:2] == (h, n * w + (n - 1) * MERGE_SPACING), (image.shape, size)
+    return [image[:, i * (w + MERGE_SPACING):i * (w + MERGE_SPACING) + w] for i in range(n)]
+
+
 def face_output_size(frames: list[np.ndarray]) -> tuple[int, int]:
     """(h, w) of Stylize Frames' output in face mode: 4x the official crop of these frames."""
     from vtoonify_core.pipeline.clip import plan_clip
@@ -278,16 +309,21 @@ def face_output_size(frames: list[np.ndarray]) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def workflow_env(comfy_server, vtoonify_t_path, vtoonify_d_path, psp_path, bisenet_path):
+def workflow_env(comfy_server, vtoonify_t_path, vtoonify_d_path, psp_path, bisenet_path, tmp_path_factory):
     """The server with the official model names in place and the example images uploaded; returns the
     expected output sizes."""
     from vtoonify_core.testing import standin
 
     root = comfy_server.base / "models" / "vtoonify"
-    for rel, src in ((T_CARTOON, vtoonify_t_path), (D_CARTOON, vtoonify_d_path), (ENCODER, psp_path),
-                     (PARSER, bisenet_path)):
+    # the second VToonify-D style of the merge workflow: other stand-in weights (seed 1)
+    arcane = standin.write_official_checkpoint("vtoonify_d", tmp_path_factory.mktemp("arcane") / "vtoonify_s_d.pt",
+                                               base_seed=1)
+    for rel, src in ((T_CARTOON, vtoonify_t_path), (D_CARTOON, vtoonify_d_path), (D_ARCANE, arcane),
+                     (ENCODER, psp_path), (PARSER, bisenet_path)):
         place(root, rel, src)
     standin.write_official_exstyles(place(root, str(Path(D_CARTOON).parent / "exstyle_code.npy")), n=N_STYLES)
+    standin.write_official_exstyles(place(root, str(Path(D_ARCANE).parent / "exstyle_code.npy")), n=N_STYLES_ARCANE,
+                                    base_seed=1)
     upscalers = comfy_server.base / "models" / "upscale_models"
     upscalers.mkdir(parents=True, exist_ok=True)
     torch.save(compact_upscaler(scale=2), upscalers / UPSCALER)
@@ -364,7 +400,7 @@ def test_workflow_files_are_complete():
         loaders = nodes_of(api, "VToonifyLoadModel")
         assert loaders, name
         for node in loaders.values():
-            assert node["inputs"]["checkpoint"] in (T_CARTOON, D_CARTOON)
+            assert node["inputs"]["checkpoint"] in (T_CARTOON, D_CARTOON, D_ARCANE)
             assert (node["inputs"]["style_encoder"], node["inputs"]["face_parser"]) == (ENCODER, PARSER)
             assert node["inputs"]["exstyle"] == "auto" and node["inputs"]["download_missing"] is False
         thumb = ui_file(name, "jpg")
@@ -383,7 +419,7 @@ def test_object_info_lists_the_nodes(comfy_server):
         assert list(node["input"]["required"]) == required, name
         assert list(node["input"].get("optional", {})) == optional, name
         assert node["output"] == outputs, name
-        assert node["output_node"] is False
+        assert node["output_node"] is (name in OUTPUT_NODES), name
     checkpoints = info["VToonifyLoadModel"]["input"]["required"]["checkpoint"][0]
     assert T_CARTOON in checkpoints and D_CARTOON in checkpoints
     # every core node the workflows use is there
@@ -464,6 +500,16 @@ def check_outputs(name: str, server, entry: dict, api: dict, env: dict) -> None:
         assert_picture(out, (h, w))
         (aligned,) = fetch_images(server, entry, node_by_title(api, "Aligned reference face"))
         assert aligned.shape == (256, 256, 3)
+    elif name == "vtoonify_merge_styles":
+        (out,) = fetch_images(server, entry, next(iter(saves)))
+        panels = merge_panels(out, (h, w))
+        for p in panels:
+            assert_picture(p, (h, w))
+        assert (out[:, w:w + MERGE_SPACING] == 255).all(), "no white spacing between the panels"
+        # four different pictures: A, the average, A's shapes with B's textures, B
+        for i in range(len(panels)):
+            for j in range(i):
+                assert np.abs(panels[i].astype(float) - panels[j].astype(float)).mean() > 0.5, (i, j)
     else:  # pragma: no cover - a new workflow needs its checks
         raise AssertionError(f"no output checks for {name}")
 
@@ -595,3 +641,69 @@ def test_dropdown_values_are_checked_by_comfyui(workflow_env, comfy_server):
         errors = info.value.body["node_errors"][node_id]["errors"]
         assert [(e["type"], e["extra_info"]["input_name"], e["extra_info"]["received_value"]) for e in errors] == \
             [("value_not_in_list", name, value)], errors
+
+
+def test_merge_ends_are_the_loaded_models_and_merges_are_cached(workflow_env, comfy_server):
+    """The merge workflow on the real host with its 0.5 merge set to ratio 0 shows model A's picture in that
+    panel, and set to ratio 1 with model B's exemplar codes model B's picture, pixel for pixel. Queued again
+    with only the saved file's name changed, the merges are not run again: ComfyUI keeps the merged models."""
+    api = load_api("vtoonify_merge_styles")
+    merges = set(nodes_of(api, "VToonifyMergeModels"))
+    half = node_by_title(api, "Merge: ratio 0.5")
+    save = next(iter(nodes_of(api, "SaveImage")))
+    size = workflow_env["portrait_out"]
+    for ratio, exstyles, same, other in ((0.0, "a", 0, 3), (1.0, "b", 3, 0)):
+        api[half]["inputs"].update(ratio=ratio, exstyles=exstyles)
+        entry = comfy_server.run_prompt(copy.deepcopy(api), timeout=600)
+        panels = merge_panels(fetch_images(comfy_server, entry, save)[0], size)
+        assert np.array_equal(panels[1], panels[same]), f"ratio {ratio} is not model {'AB'[same // 3]}"
+        assert not np.array_equal(panels[1], panels[other])
+    api[save]["inputs"]["filename_prefix"] = "vtoonify/merge_styles_again"
+    prompt_id = comfy_server.post_prompt(copy.deepcopy(api))
+    entry = comfy_server.wait(prompt_id, timeout=600)
+    ran = {m["data"]["node"] for m in comfy_server.messages(prompt_id, "executing") if m["data"]["node"]}
+    (cached,) = comfy_server.messages(prompt_id, "execution_cached")
+    assert merges <= set(cached["data"]["nodes"]) and not merges & ran and save in ran
+    assert comfy_server.output_images(entry, save)
+
+
+def test_saved_merge_is_listed_and_loads_back_equal(workflow_env, comfy_server):
+    """Save VToonify Model on the real host: the merged model is written to models/vtoonify, Load VToonify
+    Model lists it at once (although ComfyUI cached the folder's file list before) and loads it back: the
+    same picture as the merged model gives."""
+    api = load_api("vtoonify_merge_styles")
+    half = node_by_title(api, "Merge: ratio 0.5")
+    stylize_half = node_by_title(api, "Stylize Frames (0.5: the average)")
+    image = node_by_title(api, "Load portrait")
+    loader = node_by_title(api, "Load VToonify Model (A: cartoon)")
+    name = "vtoonify_merged_host/vtoonify_s_d.safetensors"
+    listed = comfy_server.object_info("VToonifyLoadModel")["VToonifyLoadModel"]["input"]["required"]["checkpoint"][0]
+    assert name not in listed  # the file list is cached now
+    api["90"] = {"class_type": "VToonifySaveModel",
+                 "inputs": {"vtoonify_model": [half, 0], "filename_prefix": name[:-len(".safetensors")],
+                            "overwrite": False}}
+    api["91"] = {"class_type": "SaveImage", "inputs": {"images": [stylize_half, 0], "filename_prefix": "merged"}}
+    entry = comfy_server.run_prompt(copy.deepcopy(api), timeout=600)
+    assert entry["outputs"]["90"]["text"][0].startswith(f"Saved {name} with its exemplar style codes")
+    folder = comfy_server.base / "models" / "vtoonify" / "vtoonify_merged_host"
+    assert sorted(p.name for p in folder.iterdir()) == ["exstyle_code.safetensors", "vtoonify_s_d.safetensors"]
+    listed = comfy_server.object_info("VToonifyLoadModel")["VToonifyLoadModel"]["input"]["required"]["checkpoint"][0]
+    assert name in listed
+
+    api["92"] = {"class_type": "VToonifyLoadModel", "inputs": {**api[loader]["inputs"], "checkpoint": name}}
+    api["93"] = {"class_type": "VToonifyExtractStyle",
+                 "inputs": {"vtoonify_model": ["92", 0], "image": [image, 0], "style_id": 26, "color_transfer": False}}
+    api["94"] = {"class_type": "VToonifyStylizeFrames",
+                 "inputs": {**api[stylize_half]["inputs"], "vtoonify_model": ["92", 0], "style": ["93", 0]}}
+    api["95"] = {"class_type": "SaveImage", "inputs": {"images": ["94", 0], "filename_prefix": "merged_loaded"}}
+    entry = comfy_server.run_prompt(copy.deepcopy(api), timeout=600)
+    (merged,) = fetch_images(comfy_server, entry, "91")
+    (loaded,) = fetch_images(comfy_server, entry, "95")
+    assert_picture(loaded, workflow_env["portrait_out"])
+    assert np.array_equal(loaded, merged)
+    # queued again, the save node finds its file unchanged and leaves it alone
+    stamp = (folder / "vtoonify_s_d.safetensors").stat().st_mtime_ns
+    api["90"]["inputs"]["overwrite"] = True
+    entry = comfy_server.run_prompt(copy.deepcopy(api), timeout=600)
+    assert "already saved (same weights)" in entry["outputs"]["90"]["text"][0]
+    assert (folder / "vtoonify_s_d.safetensors").stat().st_mtime_ns == stamp

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 T_CARTOON = "vtoonify_t_cartoon/vtoonify.pt"
 D_CARTOON = "vtoonify_d_cartoon/vtoonify_s_d.pt"
+D_ARCANE = "vtoonify_d_arcane/vtoonify_s_d.pt"
 ENCODER = "encoder.pt"
 PARSER = "faceparsing.pth"
 UPSCALER = "RealESRGAN_x2plus.pth"
@@ -42,6 +43,9 @@ MODELS_TEXT = (
     "and `vtoonify_t_<style>/vtoonify.pt` from the Google Drive folders linked in the official README "
     "(VToonify-T is not on Hugging Face). The loader's description lists every official checkpoint.\n\n"
     "**precision** `auto`: fp16 on CUDA GPUs that run it fast, bf16 on CPUs with AMX, else fp32.")
+
+#: white pixels between the panels of the merge workflow (Stitch Images)
+MERGE_SPACING = 16
 
 FACE_CROP_TEXT = (
     "**Stylize Frames** in `face (official crop)` mode rescales the frames so the eyes of the first face "
@@ -78,6 +82,16 @@ def _extract(style_id: int = 26, color_transfer: bool = False, title: str | None
     if title:
         node["title"] = title
     return node
+
+
+def _merge(title: str, ratio: float, **parts: float) -> dict:
+    return {"type": "VToonifyMergeModels", "title": title, "width": 320,
+            "widgets": {"ratio": ratio, "exstyles": "a", **parts}}
+
+
+def _stitch(title: str) -> dict:
+    return {"type": "ImageStitch", "title": title, "width": 300, "widgets": {
+        "direction": "right", "match_image_size": False, "spacing_width": MERGE_SPACING, "spacing_color": "white"}}
 
 
 def _save(prefix: str, title: str) -> dict:
@@ -395,6 +409,78 @@ REFERENCE_STYLE = {
     ],
 }
 
+# ---------------------------------------------------------------------------------------------- (6) merged styles
+
+#: the panels of the merge workflow, left to right: (key suffix, panel title)
+MERGE_PANELS = (("a", "A: cartoon"), ("half", "0.5: the average"), ("swap", "A's shapes, B's textures"),
+                ("b", "B: arcane"))
+
+
+def _panel_links(key: str, model: str) -> list[tuple[str, str, str, str]]:
+    """A panel of the merge workflow: the model's own style code of the portrait, and the portrait stylized."""
+    return [(model, "vtoonify_model", f"extract_{key}", "vtoonify_model"), ("image", "IMAGE", f"extract_{key}", "image"),
+            (model, "vtoonify_model", f"stylize_{key}", "vtoonify_model"), ("image", "IMAGE", f"stylize_{key}", "images"),
+            (f"extract_{key}", "style", f"stylize_{key}", "style")]
+
+
+MERGE_STYLES = {
+    "nodes": {
+        "note": _note(
+            "## Two styles merged\n\n"
+            "**Merge VToonify Models** blends two VToonify-D checkpoints (or two VToonify-T) tensor by tensor: "
+            "`(1 - r) * A + r * B`, exactly A at `ratio` 0 and exactly B at 1. Every part input at -1 takes "
+            "`ratio`; set a part to its own value to blend layer by layer, as Toonify's layer swapping does.\n\n"
+            "Side by side, left to right:\n"
+            "1. **A** (cartoon) as loaded;\n"
+            "2. **ratio 0.5**: the average of the two models;\n"
+            "3. **A's shapes, B's textures**: ratio 0 (all of A) but `decoder_512` and `decoder_1024`, the "
+            "finest decoder layers, at 1 (B's);\n"
+            "4. **B** (arcane) as loaded.\n\n"
+            "Each model extracts its own style code (exemplar 26; a merged model has the exemplars of `exstyles`). "
+            "The encoder, face parser and precision of a merge are model A's. A merged model is a new network as "
+            "large as one checkpoint. To keep one, add **Save VToonify Model** after the merge: it writes "
+            "`models/vtoonify/<filename_prefix>.safetensors`, which Load VToonify Model lists (press R to "
+            "refresh).\n\n" + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT, height=700),
+        "image": _load_image(EXAMPLE_IMAGE, "Load portrait"),
+        "loader_a": {**_loader(D_CARTOON), "title": "Load VToonify Model (A: cartoon)"},
+        "loader_b": {**_loader(D_ARCANE), "title": "Load VToonify Model (B: arcane)"},
+        "merge_half": _merge("Merge: ratio 0.5", 0.5),
+        "merge_swap": _merge("Merge: A's shapes, B's textures", 0.0, decoder_512=1.0, decoder_1024=1.0),
+        **{f"extract_{key}": _extract(26, False, f"Extract Style Code ({title})") for key, title in MERGE_PANELS},
+        **{f"stylize_{key}": _stylize(0.5, f"Stylize Frames ({title})") for key, title in MERGE_PANELS},
+        "stitch_1": _stitch("Stitch Images (A | 0.5)"),
+        "stitch_2": _stitch("Stitch Images (+ shapes/textures)"),
+        "stitch_3": _stitch("Stitch Images (+ B)"),
+        "save": _save("vtoonify/merge_styles", "Save side by side"),
+    },
+    "links": [
+        ("loader_a", "vtoonify_model", "merge_half", "model_a"),
+        ("loader_b", "vtoonify_model", "merge_half", "model_b"),
+        ("loader_a", "vtoonify_model", "merge_swap", "model_a"),
+        ("loader_b", "vtoonify_model", "merge_swap", "model_b"),
+        *_panel_links("a", "loader_a"),
+        *_panel_links("half", "merge_half"),
+        *_panel_links("swap", "merge_swap"),
+        *_panel_links("b", "loader_b"),
+        ("stylize_a", "images", "stitch_1", "image1"),
+        ("stylize_half", "images", "stitch_1", "image2"),
+        ("stitch_1", "IMAGE", "stitch_2", "image1"),
+        ("stylize_swap", "images", "stitch_2", "image2"),
+        ("stitch_2", "IMAGE", "stitch_3", "image1"),
+        ("stylize_b", "images", "stitch_3", "image2"),
+        ("stitch_3", "IMAGE", "save", "images"),
+    ],
+    "columns": [
+        [{"group": None, "nodes": ["note"]}],
+        [{"group": "Input", "color": BLUE, "nodes": ["image"]},
+         {"group": "Models A and B", "color": BROWN, "nodes": ["loader_a", "loader_b"]}],
+        [{"group": "Merge", "color": CYAN, "nodes": ["merge_half", "merge_swap"]}],
+        [{"group": "Each model's style code", "color": PURPLE, "nodes": [f"extract_{k}" for k, _ in MERGE_PANELS]}],
+        [{"group": "Stylize", "color": GREEN, "nodes": [f"stylize_{k}" for k, _ in MERGE_PANELS]}],
+        [{"group": "Side by side", "color": YELLOW, "nodes": ["stitch_1", "stitch_2", "stitch_3", "save"]}],
+    ],
+}
+
 #: the title of each workflow, which is also its UI file's name (``workflows/<title>.json`` and
 #: ``.jpg``): the template browser of ComfyUI 0.30 (frontend 1.47) titles a custom-node template by its
 #: file name and reads no title from anywhere else. The API twin keeps the short name
@@ -407,6 +493,7 @@ TITLES: dict[str, str] = {
     "vtoonify_composite": "Composite onto the frame",
     "vtoonify_hair_skin": "Stylize hair and skin only",
     "vtoonify_reference_style": "Style from a reference",
+    "vtoonify_merge_styles": "Merge two styles",
 }
 
 WORKFLOWS: dict[str, dict] = {
@@ -417,4 +504,5 @@ WORKFLOWS: dict[str, dict] = {
     "vtoonify_composite": _composite_spec(hair_skin=False),
     "vtoonify_hair_skin": _composite_spec(hair_skin=True),
     "vtoonify_reference_style": REFERENCE_STYLE,
+    "vtoonify_merge_styles": MERGE_STYLES,
 }
