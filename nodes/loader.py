@@ -355,10 +355,12 @@ class LoadVToonifyModel:
         naming each file, the folder it goes in and where to get it (see :func:`queue_check`).
 
         ComfyUI skips its own list check for the inputs named here (and only for them):
-        :func:`queue_check` does it again; device and precision keep ComfyUI's check."""
+        :func:`queue_check` does it again; device and precision keep ComfyUI's check. ComfyUI reports
+        a refusal once for each input named here ("<node> failed custom validation: <input> -
+        <message>"), so the message names the input each line is about."""
         download = None if download_missing is None else bool(download_missing)
         problems = queue_check(checkpoint, style_encoder, face_parser, exstyle, download)
-        return True if not problems else f"{DISPLAY_NAME}: " + "\n".join(problems)
+        return True if not problems else "\n".join(problems)
 
     @classmethod
     def IS_CHANGED(cls, checkpoint, style_encoder, face_parser, exstyle="auto", **_):

@@ -103,13 +103,14 @@ class StylizeVideoFile:
         message for both); a video_path coming from another node is checked when the node runs.
 
         Only ``video_path`` is named here: ComfyUI then skips its own checks for that input alone (a
-        STRING has none but its type), the others keep theirs."""
+        STRING has none but its type), the others keep theirs. ComfyUI shows the message as
+        "<node> failed custom validation: video_path - <message>"."""
         if video_path is None:
             return True
         try:
             resolve_video_path(video_path)
         except (ValueError, FileNotFoundError) as exc:
-            return f"{DISPLAY_NAME}: {exc}"
+            return str(exc).removeprefix("video_path: ")
         return True
 
     @classmethod

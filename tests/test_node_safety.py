@@ -193,13 +193,14 @@ def test_video_node_refuses_at_queue_time_and_at_run_time(folders, fake_comfy, l
     assert cls.VALIDATE_INPUTS(video_path="clip.mp4") is True
     assert cls.VALIDATE_INPUTS(video_path="done.mp4 [output]") is True
     assert cls.VALIDATE_INPUTS(video_path=None) is True  # from another node: checked when it runs
+    # ComfyUI shows "<node> failed custom validation: video_path - <message>"
     messages = {cls.VALIDATE_INPUTS(video_path=n).replace(repr(n.strip()), "<NAME>") for n in refused_names(folders)}
-    assert len(messages) == 1 and next(iter(messages)).startswith("Stylize Video File (VToonify): video_path: <NAME>")
+    assert len(messages) == 1 and next(iter(messages)).startswith("<NAME> is not a file this ComfyUI can read.")
     run = fake_comfy.node("VToonifyStylizeVideoFile")
     for name in ("/etc/passwd", "../outside/secret.mp4", "link.mp4", "nothere.mp4"):
         with pytest.raises(FileNotFoundError) as info:
             run(loader_output[0], name)
-        assert str(info.value) == cls.VALIDATE_INPUTS(video_path=name)
+        assert str(info.value) == "Stylize Video File (VToonify): video_path: " + cls.VALIDATE_INPUTS(video_path=name)
 
 
 def test_video_errors_name_the_file_as_given(folders, fake_comfy, loader_output):
@@ -257,7 +258,7 @@ def test_present_files_pass(fake_comfy):
 def test_missing_checkpoint_on_hugging_face(fake_comfy):
     msg = validate(fake_comfy, checkpoint=HUB_MISSING, exstyle="none")
     folder = fake_comfy.module("nodes.loader").folder_hint()
-    assert msg == (f"Load VToonify Model: checkpoint: '{HUB_MISSING}' is not in models/vtoonify: save it as "
+    assert msg == (f"checkpoint: '{HUB_MISSING}' is not in models/vtoonify: save it as "
                    f"models/vtoonify/{HUB_MISSING} (the folder {folder}). It is on Hugging Face "
                    f"(PKUWilliamYang/VToonify): set download_missing to true, or download it from "
                    f"{HF_TREE}/vtoonify_d_pixar.")
@@ -288,9 +289,7 @@ def test_missing_encoder_parser_and_codes(fake_comfy, tmp_path, monkeypatch):
     empty = tmp_path / "vtoonify"
     empty.mkdir()
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "vtoonify", ([str(empty)], set()))
-    msg = validate(fake_comfy, checkpoint=D_CKPT)
-    assert msg.startswith("Load VToonify Model: ")
-    lines = msg.removeprefix("Load VToonify Model: ").split("\n")
+    lines = validate(fake_comfy, checkpoint=D_CKPT).split("\n")
     assert [line.split(":")[0] for line in lines] == ["checkpoint", "style_encoder", "face_parser", "exstyle (auto"]
     assert lines[1] == (f"style_encoder: 'encoder.pt' is not in models/vtoonify: save it as models/vtoonify/encoder.pt "
                         f"(the folder {empty}). It is on Hugging Face (PKUWilliamYang/VToonify): set download_missing "
@@ -313,7 +312,7 @@ def test_values_outside_the_lists(fake_comfy):
     for name, value in (("checkpoint", "vtoonify_t_cartoon/no_such.pt"), ("style_encoder", "../encoder.pt"),
                         ("face_parser", "/etc/passwd"), ("exstyle", "other.npy"), ("checkpoint", 3)):
         msg = validate(fake_comfy, **{name: value})
-        assert msg == (f"Load VToonify Model: Value not in list: {name}: {value!r} is neither a file of "
+        assert msg == (f"Value not in list: {name}: {value!r} is neither a file of "
                        f"models/vtoonify nor an official file name."), msg
 
 
