@@ -1,5 +1,6 @@
 // VToonify web UI: model-file status and downloads on "Load VToonify Model", a searchable
-// exemplar-style picker on "Extract Style Code". Touches VToonify* nodes only; every hook chains
+// exemplar-style picker on "Extract Style Code"; VToonify nodes grow for their panels and previews
+// only into free canvas, never over other nodes. Touches VToonify* nodes only; every hook chains
 // the callback that was there before. Server side: nodes/routes.py (routes under /vtoonify/).
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
@@ -44,26 +45,97 @@ const BUTTON_STYLE =
   "border: 1px solid var(--border-color, #555); background: var(--comfy-menu-bg, #333); color: inherit;";
 
 const MAX_PANEL_HEIGHT = 260;
+/** Canvas pixels a VToonify node keeps free between itself and a node it grows towards. */
+const NODE_GAP = 6;
+
+/** The canvas rectangle `[x0, y0, x1, y1]` a node covers, its title bar included. */
+function nodeRect(node) {
+  const title = LiteGraph.NODE_TITLE_HEIGHT ?? 30;
+  const collapsed = !!node.flags?.collapsed;
+  const width = collapsed ? (node._collapsed_width ?? node.size[0]) : node.size[0];
+  const height = collapsed ? 0 : node.size[1];
+  return [node.pos[0], node.pos[1] - title, node.pos[0] + width, node.pos[1] + height];
+}
+
+/** The canvas rectangle `[x0, y0, x1, y1]` of a group (title bar included). */
+function groupRect(group) {
+  const [x, y] = group.pos ?? group._bounding ?? [0, 0];
+  const [w, h] = group.size ?? (group._bounding ? [group._bounding[2], group._bounding[3]] : [0, 0]);
+  return [x, y, x + w, y + h];
+}
+
+/** `[width, height]` for `node`, less whatever growth would cover another node or group of its
+ * graph or leave the group it is in: a VToonify node grows only into free canvas, never over a
+ * neighbour (and never below its size). What it already overlaps (placed so by the user) does not
+ * hold it back. */
+function fitSize(node, [width, height]) {
+  const graph = node.graph;
+  const [x0, y0, x1, y1] = nodeRect(node);
+  const inside = (r) => r[0] <= x0 && r[1] <= y0 && r[2] >= x1 && r[3] >= y1;
+  const apart = (r) => r[0] >= x1 || r[2] <= x0 || r[1] >= y1 || r[3] <= y0;
+  const nodes = [...(graph?._nodes ?? graph?.nodes ?? [])].filter((n) => n !== node).map(nodeRect);
+  const groups = [...(graph?._groups ?? graph?.groups ?? [])].map(groupRect);
+  const obstacles = [...nodes, ...groups].filter(apart);
+  let maxW = Math.max(node.size[0], width);
+  let maxH = Math.max(node.size[1], height);
+  for (const g of groups.filter(inside)) { // stay inside the groups the node is in
+    maxW = Math.min(maxW, g[2] - NODE_GAP - node.pos[0]);
+    maxH = Math.min(maxH, g[3] - NODE_GAP - node.pos[1]);
+  }
+  for (const r of obstacles) { // to the right, beside the node's current rows
+    if (r[0] >= x1 && r[1] < y1 && r[3] > y0) maxW = Math.min(maxW, r[0] - NODE_GAP - node.pos[0]);
+  }
+  const w = Math.max(node.size[0], maxW);
+  for (const r of obstacles) { // below, across the node's (new) width
+    if (r[1] >= y1 && r[0] < node.pos[0] + w && r[2] > x0) maxH = Math.min(maxH, r[1] - NODE_GAP - node.pos[1]);
+  }
+  return [w, Math.max(node.size[1], maxH)];
+}
+
+/** Image and video previews the frontend adds to a VToonify node (progress previews, output images)
+ * take the room the node has: they no longer ask for a minimum height, which made the frontend grow
+ * the node over its neighbours; the node grows into free canvas below it for them, if there is any. */
+function keepPreviewsInside(node) {
+  const add = node.addCustomWidget;
+  node.addCustomWidget = function (widget, ...rest) {
+    const added = add.call(this, widget, ...rest) ?? widget;
+    const name = String(added?.name ?? "");
+    if (typeof added?.computeLayoutSize === "function" && /preview/i.test(name) && !name.startsWith("vtoonify")) {
+      const layout = added.computeLayoutSize.bind(added);
+      const wants = Number(layout(this)?.minHeight) || 0;
+      const free = Math.max(0, Number(this.freeWidgetSpace) || 0);
+      if (wants > free) this.setSize?.(fitSize(this, [this.size[0], this.size[1] + wants - free]));
+      added.computeLayoutSize = (n) => ({ ...layout(n), minHeight: 0 });
+    }
+    return added;
+  };
+}
 
 /** A panel (DOM widget) below the node's widgets; not saved in workflows or prompts. The node
- * grows to show it (never shrinks below the size a user gave it). `panel.vtoonifyFit()` lets the
- * panel grow to its content after a change (up to MAX_PANEL_HEIGHT; an open <details> list counts
- * with its summary line only, the rest scrolls). */
+ * grows to show it into free canvas (never over another node, never below the size a user gave
+ * it); what does not fit scrolls. `panel.vtoonifyFit()` lets the panel grow to its content after a
+ * change (up to MAX_PANEL_HEIGHT; an open <details> list counts with its summary line only, the
+ * rest scrolls). */
 function addPanel(node, name, minHeight, minWidth) {
   const panel = el("div", { class: `vtoonify-panel ${name}`, style: PANEL_STYLE });
-  let wanted = minHeight;
+  let wanted = minHeight; // what the content asks for
+  let granted = minHeight; // what the node has room for
   const widget = node.addDOMWidget(name, "vtoonify-panel", panel, {
     serialize: false,
     hideOnZoom: false,
     getValue: () => "",
     setValue: () => {},
-    getMinHeight: () => wanted,
-    getMaxHeight: () => Math.max(wanted, MAX_PANEL_HEIGHT),
+    getMinHeight: () => granted,
+    getMaxHeight: () => Math.max(granted, MAX_PANEL_HEIGHT),
   });
   widget.serialize = false;
   const grow = () => {
+    granted = wanted;
     const size = node.computeSize?.() ?? node.size;
-    node.setSize?.([Math.max(node.size[0], size[0], minWidth), Math.max(node.size[1], size[1])]);
+    const target = [Math.max(node.size[0], size[0], minWidth), Math.max(node.size[1], size[1])];
+    const fitted = fitSize(node, target);
+    granted = Math.max(0, wanted - (target[1] - fitted[1])); // the rest scrolls
+    node.setSize?.(fitted);
     node.setDirtyCanvas?.(true, true);
   };
   panel.vtoonifyFit = () => requestAnimationFrame(() => {
@@ -75,8 +147,8 @@ function addPanel(node, name, minHeight, minWidth) {
     // the frontend gives the element the widget's height less a margin above and below
     const margin = 2 * (Number(widget.margin) || 0);
     const need = Math.min(MAX_PANEL_HEIGHT, Math.max(minHeight, Math.ceil(content) + margin + 1));
-    if (need > wanted) {
-      wanted = need;
+    if (need > wanted || granted < wanted) {
+      wanted = Math.max(wanted, need);
       grow();
     }
   });
@@ -392,6 +464,7 @@ function setupExtractNode(node) {
     button, label));
   const show = (text) => {
     label.textContent = text;
+    label.title = text; // the whole text, also where the node has no room to show all of it
     panel.vtoonifyFit();
   };
 
@@ -441,6 +514,11 @@ function setupExtractNode(node) {
 app.registerExtension({
   name: "VToonify.UI",
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (String(nodeData?.name ?? "").startsWith("VToonify")) {
+      chainCallback(nodeType.prototype, "onNodeCreated", function () {
+        keepPreviewsInside(this);
+      });
+    }
     if (nodeData?.name === LOAD_NODE) {
       chainCallback(nodeType.prototype, "onNodeCreated", function () {
         setupLoadNode(this);
