@@ -3,7 +3,8 @@
 * ``comfy_server`` (session): one real server on a free 127.0.0.1 port with a temporary base
   folder, set up by ``scripts/comfy_host.py`` (cached; CI runs its ``setup`` beforehand), with the
   test-only nodes of ``bad_input_nodes/`` beside the pack. It is always stopped at the end of the
-  session. ``VTOONIFY_SKIP_HOST=1`` skips these tests; any other
+  session. ``comfy_server_factory`` starts further servers with other command-line arguments or
+  environment. ``VTOONIFY_SKIP_HOST=1`` skips these tests; any other
   failure to set up or start the host is a test error.
 * ``chromium_browser`` (session): Debian's Chromium driven by Playwright (no downloaded browser).
 * ``browser_page`` (per test): a fresh page on the server's UI as a new user sees it (blank
@@ -396,26 +397,61 @@ class ComfyServer:
             self.process.stop()
 
 
-@pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory) -> ComfyServer:
-    """One real ComfyUI server for the whole session (see :class:`ComfyServer`); always stopped."""
+def start_comfy_server(tmp_path_factory, name: str = "comfy_base", extra: list[str] | None = None,
+                       env: dict[str, str] | None = None, helper_nodes: bool = False) -> ComfyServer:
+    """Start a real ComfyUI server in a new base folder: ``extra`` command-line arguments after the
+    usual ones (e.g. ``["--preview-method", "auto"]``), ``env`` added to its environment,
+    ``helper_nodes``: with the test-only nodes of ``bad_input_nodes/``. The caller stops it (``close()``)."""
     _skip_if_disabled()
     host_module = load_comfy_host()
     host = host_module.setup(quiet=True)
-    base = tmp_path_factory.mktemp("comfy_base")
-    # the test-only nodes of the bad-input campaign (malformed IMAGE tensors), before ComfyUI starts
-    load_bad_inputs().link_helper_nodes(base)
-    # the CPU even where the host's torch sees a GPU: these tests are written for the CPU (CI's machine)
-    process = host_module.start_server(host, base, port=None, timeout=180.0, die_with_parent=True, force_cpu=True)
+    base = tmp_path_factory.mktemp(name)
+    if helper_nodes:  # the test-only nodes of the bad-input campaign (malformed IMAGE tensors), before ComfyUI starts
+        load_bad_inputs().link_helper_nodes(base)
+    with pytest.MonkeyPatch.context() as patch:  # the server takes this process's environment
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        # the CPU even where the host's torch sees a GPU: these tests are written for the CPU (CI's machine)
+        process = host_module.start_server(host, base, port=None, timeout=180.0, die_with_parent=True,
+                                           force_cpu=True, extra=extra)
     try:
-        server = ComfyServer(process, host_module)
+        return ComfyServer(process, host_module)
     except BaseException:
         process.stop()
         raise
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory) -> ComfyServer:
+    """One real ComfyUI server for the whole session (see :class:`ComfyServer`); always stopped.
+
+    It runs with ComfyUI's default preview method (``none``) and lists the session's temporary
+    folder in ``VTOONIFY_ALLOWED_DIRS``, so Stylize Video File reads test files there by their
+    absolute path (as the batch client passes them)."""
+    server = start_comfy_server(tmp_path_factory, env={"VTOONIFY_ALLOWED_DIRS": str(tmp_path_factory.getbasetemp())},
+                                helper_nodes=True)
     try:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def comfy_server_factory(tmp_path_factory):
+    """``start(name, extra=None, env=None)``: further real servers with their own command-line
+    arguments and environment (see :func:`start_comfy_server`), all stopped at the end of the session."""
+    started: list[ComfyServer] = []
+
+    def start(name: str, extra: list[str] | None = None, env: dict[str, str] | None = None) -> ComfyServer:
+        server = start_comfy_server(tmp_path_factory, name, extra, env)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.close()
 
 
 def find_chromium() -> str | None:

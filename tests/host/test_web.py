@@ -514,12 +514,13 @@ def style_control_prompt(server, psp_path, bisenet_path) -> dict:
 def test_style_control_prompt_runs_with_previews(web_server, psp_path, bisenet_path):
     """Extract Style Code + Exemplar Style From Image -> Style Mix -> Style Keyframes -> Stylize Frames in the
     real server (Style Keyframes' VTOONIFY_KEYFRAMES into Stylize Frames' style); Extract, Exemplar and
-    Stylize show a preview on their node (binary preview messages)."""
+    Stylize show a preview on their node (binary preview messages) when the prompt asks for previews."""
     from PIL import Image
 
     prompt = style_control_prompt(web_server, psp_path, bisenet_path)
     web_server.ws.clear()
-    entry = web_server.run_prompt(prompt, timeout=300)
+    # previews are sent when the prompt asks for them (the server's default preview method is none)
+    entry = web_server.wait(web_server.post_prompt(prompt, {"preview_method": "auto"}), timeout=300)
     images = web_server.output_images(entry, "10")
     assert len(images) == 3
     for image in images:
@@ -556,7 +557,8 @@ def test_keyframes_are_refused_where_a_single_style_is_needed(web_server, psp_pa
     refused(into_mix, "5", "style_a")
     into_video = {k: v for k, v in prompt.items() if k not in ("9", "10")}
     into_video["11"] = {"class_type": "VToonifyStylizeVideoFile", "inputs": {
-        "vtoonify_model": ["2", 0], "video_path": "/nonexistent/clip.mp4", "output_name": "vtoonify/keyframes.mp4",
+        "vtoonify_model": ["2", 0], "video_path": prompt["1"]["inputs"]["image"],  # a file of input/
+        "output_name": "vtoonify/keyframes.mp4",
         "style_degree": 0.5, "batch_size": 2, "crop_mode": "whole frame (pad to 8)", "style": ["6", 0]}}
     refused(into_video, "11", "style")
 
