@@ -133,14 +133,19 @@ def merge_vtoonify(a: VToonifyModel, b: VToonifyModel, ratio: float = 0.5, *,
     """
     if exstyles not in ("a", "b"):
         raise InputError("exstyles", f"use 'a' or 'b', got {exstyles!r}.")
-    generator = merge_networks(a.generator, b.generator, ratio, parts)
     source = a if exstyles == "a" else b
-    if generator.backbone == "dualstylegan" and source.exstyles is None:
+    if a.backbone == "dualstylegan" and source.exstyles is None:  # checked before the (long) merge
         raise InputError("exstyles", f"model_{exstyles} has no exemplar style codes: load it with its "
                                      f"exstyle_code.npy, or take them from the other model.")
+    generator = merge_networks(a.generator, b.generator, ratio, parts)
+
+    def name(m: VToonifyModel, default: str) -> str:  # the style folder and the file: vtoonify_d_arcane/vtoonify_s_d.pt
+        path = Path(m.sources.get("checkpoint", default))
+        return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+    ratios = describe_ratios(ratio) + (f"; {describe_ratios(parts)}" if parts else "")
     sources = dict(a.sources)
-    sources["checkpoint"] = (f"merge of {Path(a.sources.get('checkpoint', 'A')).name} and "
-                             f"{Path(b.sources.get('checkpoint', 'B')).name} ({describe_ratios(parts or ratio)})")
+    sources["checkpoint"] = f"merge of {name(a, 'A')} and {name(b, 'B')} ({ratios})"
     if "exstyle" in source.sources:
         sources["exstyle"] = source.sources["exstyle"]
     return dataclasses.replace(a, generator=generator, exstyles=source.exstyles if generator.backbone ==
@@ -157,12 +162,12 @@ def save_model(model: VToonifyModel, path: PathLike) -> Path:
     path = Path(path)
     meta = {"source": model.sources.get("checkpoint", "")}
     if model.backbone == "dualstylegan" and model.exstyles is not None:
-        beside = path.parent / "exstyle_code.safetensors"
-        if beside.exists():
-            old = load_exstyles(beside)
+        present = find_exstyle(path)  # what Load VToonify Model would read beside the file (.npy first)
+        if present is not None:
+            old = load_exstyles(present)
             if old.names != model.exstyles.names or not torch.equal(old.codes, model.exstyles.codes.float()):
-                raise CheckpointError(f"{beside} holds the exemplar codes of another model: save this one in "
+                raise CheckpointError(f"{present} holds the exemplar codes of another model: save this one in "
                                       f"another folder.")
         else:
-            save_exstyles(model.exstyles, beside)
+            save_exstyles(model.exstyles, path.parent / "exstyle_code.safetensors")
     return save_network(model.generator, path, meta)
