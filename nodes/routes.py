@@ -380,7 +380,7 @@ def wrong_method(path: str, allowed: str) -> tuple[int, dict]:
 def unknown_route(tail: str) -> tuple[int, dict]:
     """The answer to a path under :data:`PREFIX` that is not one of :data:`ROUTES`."""
     listing = ", ".join(f"{m} {PREFIX}{p}" for p, m in ROUTES.items())
-    return 404, {"error": f"{PREFIX}/{tail} is not a route of this pack; the routes are: {listing}."}
+    return 404, {"error": f"{PREFIX}/{tail} is not a route of this pack: use one of {listing}."}
 
 
 def _wrong_method(reply, path: str, allowed: str):

@@ -49,6 +49,7 @@ class StylizeFrames:
     def stylize(self, vtoonify_model, images, style, style_degree=0.5, crop_mode="face (official crop)",
                 batch_size=4, face_parsing=None, face_padding=200):
         from ..vtoonify_core.pipeline.clip import stylize_clip
+        from ..vtoonify_core.checks import validate_frames
         from ..vtoonify_core.runtime.memory import frame_memory_bytes
         from ..vtoonify_core.styles.codes import check_style
 
@@ -56,6 +57,7 @@ class StylizeFrames:
             model = inputs.require_model(vtoonify_model)
             mode = inputs.crop_mode_of(crop_mode)
             frames = _comfy.image_to_frames(images, "images")
+            validate_frames(frames, "images")  # empty or NaN frames are refused before any estimate
             check_style(model, style, allow_schedule=True)
             b = frames.shape[0]
             state = {"out": None, "shown": False}

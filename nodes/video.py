@@ -79,11 +79,12 @@ class StylizeVideoFile:
                 "crop_mode": inputs.crop_mode(),
             },
             "optional": {
-                # a single code: the video job keeps one style for the whole file (keyframes are refused by
-                # ComfyUI when queued instead of failing after the decoding started)
-                "style": inputs.style(tooltip="From Extract Style Code (or Exemplar Style From Image, Style Mix), "
-                                              "made with the same model; when not connected the style is computed "
-                                              "from the first frame with a face (style_id, color_transfer)."),
+                # a single code, or keyframes that follow the video's frame numbers (the job saves the schedule)
+                "style": inputs.style_or_keyframes(
+                    tooltip="From Extract Style Code (or Exemplar Style From Image, Style Mix), made with the same "
+                            "model, or keyframed styles from Style Keyframes (frame numbers of the video); when not "
+                            "connected the style is computed from the first frame with a face (style_id, "
+                            "color_transfer)."),
                 "style_id": inputs.style_id(),
                 "color_transfer": inputs.color_transfer(),
                 "face_padding": inputs.face_padding(),

@@ -129,6 +129,6 @@ def test_a_video_with_huge_frames_is_refused_before_stylizing(bundle_t, tmp_path
 
     path = video.write_video(tmp_path / "big.mp4", [np.zeros((720, 1280, 3), np.uint8)] * 2, 25)
     monkeypatch.setattr(memory, "free_memory_bytes", lambda device: GIB)
-    with pytest.raises(InputError, match="video: a 1280x720 px input gives a 5120x2880 px output"):
+    with pytest.raises(InputError, match="video_path: a 1280x720 px input gives a 5120x2880 px output"):
         video.prepare_job(bundle_t, path, tmp_path / "o.mp4", style_of(bundle_t), crop_mode="whole")
     assert not (tmp_path / "o.mp4").exists()

@@ -116,7 +116,7 @@ def test_wrong_methods_and_unknown_paths_get_json_that_says_what_to_send(comfy_s
     cases = [("GET", "/vtoonify/download", 405, "use POST with a JSON body"),
              ("POST", "/vtoonify/models", 405, "use GET"),
              ("POST", "/vtoonify/styles", 405, "use GET"),
-             ("GET", "/vtoonify/nothing", 404, "the routes are: GET /vtoonify/models"),
+             ("GET", "/vtoonify/nothing", 404, "use one of GET /vtoonify/models"),
              ("DELETE", "/vtoonify/models/x", 404, "not a route of this pack")]
     for method, path, status, expect in cases:
         got, body = comfy_server.request(method, path, b"" if method != "GET" else None,

@@ -370,12 +370,12 @@ def prepare_job(model: VToonifyModel, source: PathLike, output: PathLike, style:
     info, index = _probe(source)
     if crop_mode == "whole":  # one padded frame must fit on the device (the output is streamed, not gathered)
         check_fits(model, padded_size(info.height, info.width), advice=FIT_ADVICE["whole"].replace(
-            "downscale the frames", "a video with smaller frames"), input_name="video")
+            "downscale the frames", "a video with smaller frames"), input_name="video_path")
     need_face = style is None and not (model.backbone == "dualstylegan" and color_transfer)
     ref, ref_frame, geometry = find_reference(source, crop_mode, face_padding, backend=backend, need_face=need_face,
                                               check_interrupt=check_interrupt, total=info.frames)
     if crop_mode == "face":
-        check_fits(model, geometry.crop_shape, advice=FIT_ADVICE["face"], input_name="video")
+        check_fits(model, geometry.crop_shape, advice=FIT_ADVICE["face"], input_name="video_path")
     if style is None:
         if need_face:
             style, _ = style_from_image(model, ref_frame, style_id, color_transfer, backend=backend)
