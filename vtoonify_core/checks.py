@@ -29,7 +29,8 @@ def validate_frames(frames: Tensor, input_name: str = "images") -> None:
     if frames.shape[0] == 0:
         raise InputError(input_name, "the batch is empty (0 frames): connect a node that outputs at least one image.")
     if frames.shape[2] == 0 or frames.shape[3] == 0:
-        raise InputError(input_name, f"the frames are empty ({frames.shape[3]}x{frames.shape[2]} px).")
+        raise InputError(input_name, f"the frames are empty ({frames.shape[3]}x{frames.shape[2]} px): connect a node that "
+                                     f"outputs images of at least 8x8 px.")
     if frames.is_floating_point():
         bad = ~torch.isfinite(frames).flatten(1).all(dim=1)
         if bool(bad.any()):
