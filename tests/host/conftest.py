@@ -439,7 +439,8 @@ def comfy_server(tmp_path_factory) -> ComfyServer:
 @pytest.fixture(scope="session")
 def comfy_server_factory(tmp_path_factory):
     """``start(name, extra=None, env=None)``: further real servers with their own command-line
-    arguments and environment (see :func:`start_comfy_server`), all stopped at the end of the session."""
+    arguments and environment (see :func:`start_comfy_server`), all stopped at the end of the session
+    (stop one earlier with its ``close()``: stopping twice is harmless)."""
     started: list[ComfyServer] = []
 
     def start(name: str, extra: list[str] | None = None, env: dict[str, str] | None = None) -> ComfyServer:

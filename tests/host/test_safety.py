@@ -70,7 +70,8 @@ def guarded(comfy_server_factory, tmp_path_factory, official_dir, vtoonify_d_pat
     os.symlink(outside / "secret.mp4", input_dir / "link.mp4")
     os.symlink(outside, input_dir / "linkdir")
     server.allowed, server.outside = allowed, outside
-    return server
+    yield server
+    server.close()  # its memory back before the other host tests (the factory would stop it at the end)
 
 
 def video_prompt(video_path, output_name: str = "safety/%stem%.mp4") -> dict:
