@@ -332,10 +332,11 @@ def test_keyframes_have_their_own_socket_type(fake_comfy):
     assert nodes["VToonifyStyleKeyframes"].RETURN_NAMES == ("style", "schedule_info")
     for node_id in ("VToonifyExtractStyle", "VToonifyExemplarStyle", "VToonifyStyleMix"):
         assert nodes[node_id].RETURN_TYPES[0] == "VTOONIFY_STYLE", node_id
-    assert socket_types(nodes["VToonifyStylizeFrames"], "style") == {"VTOONIFY_STYLE", "VTOONIFY_KEYFRAMES"}
+    for node_id in ("VToonifyStylizeFrames", "VToonifyStylizeVideoFile"):  # the video follows its frame numbers
+        assert socket_types(nodes[node_id], "style") == {"VTOONIFY_STYLE", "VTOONIFY_KEYFRAMES"}, node_id
     single = [(n, i) for n, names in (("VToonifyStyleMix", ("style_a", "style_b")),
-                                      ("VToonifyStyleKeyframes", ("style_a", "style_b", "style_c", "style_d")),
-                                      ("VToonifyStylizeVideoFile", ("style",))) for i in names]
+                                      ("VToonifyStyleKeyframes", ("style_a", "style_b", "style_c", "style_d")))
+              for i in names]
     for node_id, name in single:
         assert socket_types(nodes[node_id], name) == {"VTOONIFY_STYLE"}, (node_id, name)
 

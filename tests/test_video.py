@@ -249,7 +249,7 @@ def test_node_stylize_video_file(fake_comfy, loader_bundle_d, tmp_path, monkeypa
     cls = node_module.StylizeVideoFile
     spec = cls.INPUT_TYPES()
     assert spec["required"]["vtoonify_model"][0] == "VTOONIFY_MODEL"
-    assert spec["optional"]["style"][0] == "VTOONIFY_STYLE" and cls.RETURN_TYPES == ("STRING", "IMAGE")
+    assert spec["optional"]["style"][0] == "VTOONIFY_STYLE,VTOONIFY_KEYFRAMES" and cls.RETURN_TYPES == ("STRING", "IMAGE")
     src = video.write_video(tmp_path / "walk.mp4", moving_frames(6, 32), 24, tone_hz=330)
     run = fake_comfy.node("VToonifyStylizeVideoFile")
     kwargs = dict(output_name="toon/%stem%.mp4", style_degree=0.5, batch_size=2, crop_mode="whole frame (pad to 8)",
