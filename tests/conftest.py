@@ -143,3 +143,19 @@ def fake_comfy(tmp_path_factory, vtoonify_t_path, vtoonify_d_path, psp_path, bis
 def fake_comfy_empty(tmp_path_factory):
     """The pack under the fake ComfyUI with an empty models/vtoonify."""
     yield from _fake_comfy(tmp_path_factory, {})
+
+
+@pytest.fixture
+def sent_previews(fake_comfy, monkeypatch) -> list:
+    """The progress previews the nodes send through the fake ComfyUI's ProgressBar in this test."""
+    previews = []
+    bar_cls = sys.modules["comfy.utils"].ProgressBar
+    original = bar_cls.update_absolute
+
+    def spy(self, value, total=None, preview=None):
+        if preview is not None:
+            previews.append(preview)
+        return original(self, value, total, preview)
+
+    monkeypatch.setattr(bar_cls, "update_absolute", spy)
+    return previews

@@ -347,21 +347,6 @@ def preview_method(monkeypatch):
     return set_method
 
 
-@pytest.fixture
-def sent_previews(monkeypatch):
-    previews = []
-    bar_cls = sys.modules["comfy.utils"].ProgressBar
-    original = bar_cls.update_absolute
-
-    def spy(self, value, total=None, preview=None):
-        if preview is not None:
-            previews.append(preview)
-        return original(self, value, total, preview)
-
-    monkeypatch.setattr(bar_cls, "update_absolute", spy)
-    return previews
-
-
 def test_previews_follow_comfyui_preview_method(fake_comfy, loader_output, preview_method, sent_previews):
     from vtoonify_core import StyleCode
 

@@ -7,7 +7,6 @@ Stand-in weights (``conftest.py``); small sizes throughout: the DualStyleGAN syn
 """
 from __future__ import annotations
 
-import sys
 
 import comfy_stub  # tests/ is on sys.path (conftest.py)
 import numpy as np
@@ -369,17 +368,8 @@ def test_mix_and_keyframes_nodes_into_stylize(fake_comfy, bundle_d, astronaut_im
         fake_comfy.node("VToonifyStyleKeyframes")(a, "0:A, 5:C")
 
 
-def test_stylize_shows_first_frame_preview(fake_comfy, bundle_d, astronaut_image, monkeypatch):
-    previews = []
-    bar_cls = sys.modules["comfy.utils"].ProgressBar
-    original = bar_cls.update_absolute
-
-    def spy(self, value, total=None, preview=None):
-        if preview is not None:
-            previews.append(preview)
-        return original(self, value, total, preview)
-
-    monkeypatch.setattr(bar_cls, "update_absolute", spy)
+def test_stylize_shows_first_frame_preview(fake_comfy, bundle_d, astronaut_image, sent_previews):
+    previews = sent_previews
     frames = F.interpolate(astronaut_image.permute(0, 3, 1, 2), size=(16, 16), mode="area").permute(0, 2, 3, 1)
     style = P.StyleCode(torch.zeros(1, 18, 512), "dualstylegan")
     out = fake_comfy.node("VToonifyStylizeFrames")(bundle_d, frames.repeat(3, 1, 1, 1), style, 0.5,
