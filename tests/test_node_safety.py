@@ -32,15 +32,19 @@ DRIVE_T_PIXAR = "https://drive.google.com/drive/folders/19N4ddcTXhXbTEayTbrFc533
 # ---------------------------------------------------------------------------------------------- folders
 
 
+def split_annotation(folders, name):
+    """``(folder, name)`` of an annotated name (``clip.mp4 [output]``); no annotation: the input folder."""
+    for kind in ("output", "input", "temp"):
+        if name.endswith(f"[{kind}]"):
+            return folders[kind], name[:-len(kind) - 3]
+    return folders["input"], name
+
+
 def annotated_comfy_0_30(folders):
     """``folder_paths.get_annotated_filepath`` as ComfyUI 0.30 has it: the annotation picks the folder,
     and a path that resolves (links included) outside it is a ValueError."""
     def get(name, default_dir=None):
-        base = folders["input"]
-        for kind in ("output", "input", "temp"):
-            if name.endswith(f"[{kind}]"):
-                base, name = folders[kind], name[:-len(kind) - 3]
-                break
+        base, name = split_annotation(folders, name)
         path = os.path.abspath(os.path.join(base, name))
         real_base = os.path.realpath(base)
         if os.path.commonpath((real_base, os.path.realpath(path))) != real_base:
@@ -53,11 +57,7 @@ def annotated_plain(folders):
     """An older ``get_annotated_filepath``: joins the name to the folder and checks nothing (the pack's
     own check must refuse what leaves the folder)."""
     def get(name, default_dir=None):
-        base = folders["input"]
-        for kind in ("output", "input", "temp"):
-            if name.endswith(f"[{kind}]"):
-                base, name = folders[kind], name[:-len(kind) - 3]
-                break
+        base, name = split_annotation(folders, name)
         return os.path.join(base, name)
     return get
 
