@@ -67,10 +67,11 @@ class SpeedSettings:
             },
             "optional": {
                 "reuse_cpu_memory": ("BOOLEAN", {"default": True,
-                                                 "tooltip": "On the CPU (Linux), keep the generator's large buffers "
-                                                            "for the next chunk instead of having the system hand out "
-                                                            "and zero fresh memory each time (about 25% faster); the "
-                                                            "memory goes back when the clip is done."}),
+                                                 "tooltip": "On the CPU (Linux), keep the generator's buffers for "
+                                                            "the next chunk instead of having the system hand out and "
+                                                            "zero fresh memory each time; the memory goes back when "
+                                                            "the clip is done. Buffers over 64 MiB (large frames or "
+                                                            "batches) are still fresh in ComfyUI's worker thread."}),
             },
         }
 
