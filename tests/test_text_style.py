@@ -16,46 +16,12 @@ import vtoonify_core as P
 from vtoonify_core.clipmodels import load_clip
 from vtoonify_core.errors import CheckpointError, InputError, PackageMissingError
 from vtoonify_core.styles.text import edit_style_by_text, optimise_style_by_text, reached_layers, render_style
+from vtoonify_core.testing.tinyclip import write_tiny_clip
 
-transformers = pytest.importorskip("transformers")
 SIZE = 32
 
 
 # ---------------------------------------------------------------------------------------------- stand-ins
-
-
-def _byte_chars() -> list[str]:
-    """GPT-2/CLIP's byte-to-unicode table: the 256 symbols byte-level BPE starts from."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
-def write_tiny_clip(folder, seed: int = 0, projection_dim: int = 16):
-    """A random CLIP (1 layer per tower, 32 px images) with a character-level CLIP tokenizer, saved
-    as transformers saves a CLIP folder."""
-    chars = _byte_chars()
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab.update({"<|startoftext|>": bos, "<|endoftext|>": eos})
-    tok = transformers.CLIPTokenizer(vocab=vocab, merges=[])
-    cfg = transformers.CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=bos, eos_token_id=eos,
-                         pad_token_id=eos),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=projection_dim)
-    torch.manual_seed(seed)
-    transformers.CLIPModel(cfg).save_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
-    return folder
 
 
 class ColourClip:
@@ -100,6 +66,7 @@ def start(model, seed: int = 1, color_transfer: bool = False) -> P.StyleCode:
 
 @pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory):
+    pytest.importorskip("transformers")  # requirements-test.txt; ComfyUI ships it
     return write_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
