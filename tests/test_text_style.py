@@ -286,3 +286,33 @@ def test_node(fake_comfy, model_d, tiny_clip_dir, sent_previews):
         edit(loaded, s, "  ", "tiny", **args)
     with pytest.raises(ValueError, match="Edit Style by Text \\(VToonify\\): clip_model: 'other' is not a CLIP"):
         edit(loaded, s, "a face", "other", **args)
+
+
+def test_node_keeps_the_face_content_fixed(fake_comfy, vtoonify_d, tiny_clip_dir):
+    """VToonify-D with a face connected: the content code is the face's (pSp of its aligned crop), so the
+    renders differ from those of the code alone; the edit still moves only the code."""
+    pytest.importorskip("dlib")
+    import shutil
+
+    import torch.nn.functional as F
+    from skimage import data
+
+    class PoolEncoder(torch.nn.Module):  # stands for pSp (its stand-in takes seconds), as in test_style_control
+        def forward(self, x):
+            return F.adaptive_avg_pool2d(x, (24, 128)).reshape(x.shape[0], 18, 512) * 3.0
+
+    clip_root = fake_comfy.models / "clip"
+    if not (clip_root / "tiny").exists():
+        clip_root.mkdir(exist_ok=True)
+        shutil.copytree(tiny_clip_dir, clip_root / "tiny")
+    model = P.VToonifyModel(vtoonify_d, PoolEncoder(), torch.nn.Identity(), None, torch.device("cpu"),
+                            torch.float32, {})
+    face = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255
+    face = F.interpolate(face, size=(256, 256), mode="area").permute(0, 2, 3, 1).contiguous()
+    edit = fake_comfy.node("VToonifyEditStyleByText")
+    s = start(model)
+    args = dict(steps=1, l2_weight=0.0, resolution="32")
+    _, alone, _ = edit(model, s, "a face", "tiny", **args)
+    style, with_face, _ = edit(model, s, "a face", "tiny", face=face, **args)
+    assert float((alone[0] - with_face[0]).abs().max()) > 0.05
+    assert isinstance(style, P.StyleCode) and style.backbone == "dualstylegan"
