@@ -86,8 +86,7 @@ class EditStyleByText:
         names = sorted(clip_choices()) or [NO_CLIP]
         return {
             "required": {
-                "vtoonify_model": inputs.vtoonify_model(tooltip="From Load VToonify Model: its backbone renders "
-                                                                "the faces that CLIP scores."),
+                "vtoonify_model": inputs.vtoonify_model(),
                 "style": inputs.style(tooltip="The style code to edit (Extract Style Code, Exemplar Style From "
                                               "Image, Style Mix ...), made with this model."),
                 "text": ("STRING", {"default": "a cartoon with big eyes", "multiline": True,
@@ -129,7 +128,7 @@ class EditStyleByText:
     def edit(self, vtoonify_model, style, text, clip_model, steps=50, strength=1.0, layers="all", first_layer=0,
              last_layer=17, source_text="", learning_rate=0.1, l2_weight=0.008, identity_weight=0.0,
              resolution="256", seed=0, augmentations=0, face=None):
-        from ..vtoonify_core.checks import check_code
+        from ..vtoonify_core.checks import check_code, validate_frames
         from ..vtoonify_core.clipmodels import CLIP_HINT
         from ..vtoonify_core.errors import CheckpointError, InputError
         from ..vtoonify_core.styles.codes import encode_face, prepare_style_image
@@ -150,6 +149,7 @@ class EditStyleByText:
             size = int(resolution)
             content = None
             if face is not None and model.backbone == "dualstylegan":
+                validate_frames(_comfy.image_to_frames(face, "face"), "face")
                 aligned, _ = prepare_style_image(_comfy.image_to_uint8(face, 0))
                 model.load("encoder")
                 content = encode_face(model, aligned)
