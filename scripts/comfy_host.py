@@ -257,6 +257,31 @@ def _install_requirements(host: Host, quiet: bool) -> None:
     _run(cmd, quiet)
 
 
+#: distributions that all install the same ``cv2`` package: two of them in one environment overwrite each
+#: other's files, and removing or upgrading one then breaks ``import cv2``
+OPENCV_DISTS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
+
+
+def _single_opencv(host: Host, quiet: bool) -> None:
+    """Leave one OpenCV distribution in the host venv: the pack requires ``opencv-python`` (as most packs
+    do); a host set up when it required ``opencv-python-headless`` has both, so the headless one is removed
+    and opencv-python reinstalled over the files the removal took."""
+    code = ("import importlib.metadata as m, json\nout = {}\n"
+            f"for d in {OPENCV_DISTS!r}:\n"
+            "    try:\n        out[d] = m.version(d)\n    except m.PackageNotFoundError:\n        pass\n"
+            "print(json.dumps(out))")
+    probe = _probe(host, code)
+    if probe.returncode != 0:
+        raise HostError(f"cannot list the OpenCV distributions of the host venv:\n{probe.stdout[-2000:]}")
+    installed = json.loads(probe.stdout.strip().splitlines()[-1])
+    if "opencv-python" not in installed or "opencv-python-headless" not in installed:
+        return
+    _log("removing opencv-python-headless beside opencv-python in the host venv (one cv2 only)", quiet)
+    _run([host.python, "-m", "pip", "uninstall", "-q", "-y", "opencv-python-headless"], quiet)
+    _run([host.python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
+          f"opencv-python=={installed['opencv-python']}"], quiet)
+
+
 def _probe(host: Host, code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONNOUSERSITE="1")
     env.pop("PYTHONPATH", None)
@@ -382,8 +407,9 @@ def setup(home: Path | None = None, python: str | None = None, quiet: bool = Fal
         sdist = _download_source(host, quiet)
         _extract_comfyui(host, sdist, quiet)
         _install_requirements(host, quiet)
+        _single_opencv(host, quiet)
         _apply_cpu_workaround(host, quiet)
-        check = _probe(host, "import torch, torchvision, torchaudio, aiohttp, comfyui_frontend_package; "
+        check = _probe(host, "import torch, torchvision, torchaudio, aiohttp, comfyui_frontend_package, cv2; "
                              "print(torch.__version__)")
         if check.returncode != 0:
             raise HostError(f"the host venv is incomplete:\n{check.stdout[-3000:]}")
