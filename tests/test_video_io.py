@@ -1,6 +1,6 @@
 """ComfyUI's VIDEO at the streaming node (issue 20): the example inputs the pack ships and copies into
 ComfyUI's input folder, clips written with a real sound track, and the in-memory clip helpers of
-``nodes/video_sources.py``. The node itself runs on the real host (tests/host/test_video_templates.py)."""
+``nodes/video_sources.py``. The node itself runs on the real host (tests/host/test_workflows.py)."""
 from __future__ import annotations
 
 from fractions import Fraction

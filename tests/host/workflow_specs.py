@@ -176,9 +176,11 @@ VIDEO_FRAMES = {
     ],
     "columns": [
         [{"group": None, "nodes": ["note"]}],
-        [{"group": "1. Input video", "color": BLUE, "nodes": ["video", "components"]},
+        # Load Video's player takes the node's height once the clip is loaded: nothing right below it
+        [{"group": "1. Input video", "color": BLUE, "nodes": ["video"]},
          {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
-        [{"group": "2. Style code (first frame)", "color": PURPLE, "nodes": ["extract", "aligned"]}],
+        [{"group": "1. Frames, sound, fps", "color": BLUE, "nodes": ["components"]},
+         {"group": "2. Style code (first frame)", "color": PURPLE, "nodes": ["extract", "aligned"]}],
         [{"group": "3. Parsing, smoothed over time", "color": CYAN, "nodes": ["parse", "smooth"]}],
         [{"group": "4. Stylize, deflicker", "color": GREEN, "nodes": ["stylize", "deflicker"]}],
         [{"group": "5. Video with the clip's fps and sound", "color": YELLOW, "nodes": ["create", "save"]}],
@@ -228,9 +230,10 @@ VIDEO_STREAM = {
         [{"group": "Input video", "color": BLUE, "nodes": ["video"]},
          {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
         [{"group": "Same picture, faster", "color": CYAN, "nodes": ["speed"]},
-         {"group": "Stylize, chunk by chunk", "color": GREEN, "nodes": ["stylize"]},
-         {"group": None, "nodes": ["previews"]}],
-        [{"group": "Save", "color": YELLOW, "nodes": ["save"]}],
+         # the node shows its video when it has run: nothing below it
+         {"group": "Stylize, chunk by chunk", "color": GREEN, "nodes": ["stylize"]}],
+        [{"group": None, "nodes": ["previews"]},
+         {"group": "Save", "color": YELLOW, "nodes": ["save"]}],
     ],
 }
 
@@ -297,8 +300,9 @@ STYLE_KEYFRAMES = {
          {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
         [{"group": "Styles A, B and C", "color": PURPLE, "nodes": ["extract", "exemplar", "mix"]}],
         [{"group": "Keyframes", "color": PURPLE, "nodes": ["keyframes", "schedule_info"]}],
-        [{"group": "Stylize the video file", "color": GREEN, "nodes": ["stylize"]},
-         {"group": None, "nodes": ["path", "previews"]}],
+        [{"group": None, "nodes": ["path", "previews"]}],
+        # the node shows the written video when it has run: nothing below it
+        [{"group": "Stylize the video file", "color": GREEN, "nodes": ["stylize"]}],
     ],
 }
 
