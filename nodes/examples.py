@@ -1,4 +1,4 @@
-"""The example inputs the templates load (``examples/`` of the pack), put into ComfyUI's input folder.
+"""The example inputs the templates load (``example_inputs/`` of the pack), put into ComfyUI's input folder.
 
 When the pack loads, every example that ComfyUI's input folder lacks is copied there, so the
 templates' Load Image and Load Video nodes find their files on a fresh install. A file the user
@@ -16,8 +16,10 @@ from . import _comfy
 
 logger = logging.getLogger("vtoonify")
 
-#: The pack's example inputs (a public-domain portrait, a reference portrait and a short clip).
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+#: The pack's example inputs (a public-domain portrait, a reference portrait and a short clip). Not
+#: ``examples/``: ComfyUI serves a pack's ``examples/`` folder as its templates folder (before
+#: ``workflows/``), which would hide the templates' thumbnails and files.
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "example_inputs"
 
 
 def example_files() -> list[Path]:

@@ -1,4 +1,4 @@
-"""Write the example inputs the pack ships in ``examples/`` (copied into ComfyUI's input folder at load).
+"""Write the example inputs the pack ships in ``example_inputs/`` (copied into ComfyUI's input folder at load).
 
 * ``vtoonify_example.png``: ``skimage.data.astronaut()`` (NASA, public domain) at 256x256;
 * ``vtoonify_reference.png``: the same portrait mirrored with its colour channels rotated (a second
@@ -44,7 +44,7 @@ def clip_frames(n: int = CLIP_FRAMES) -> list[np.ndarray]:
     return [np.ascontiguousarray(big[2 * i:2 * i + SIZE, 2 * i:2 * i + SIZE]) for i in range(n)]
 
 
-def main(out: Path = REPO / "examples") -> None:
+def main(out: Path = REPO / "example_inputs") -> None:
     from vtoonify_core.video.files import write_video
 
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "example_inputs"
 NOTE_TYPES = {"MarkdownNote", "Note"}
 #: input widgets that name an example file, by node type
 FILE_WIDGETS = {"LoadImage": 0, "LoadVideo": 0, "VToonifyStylizeVideoFile": 0}
@@ -59,3 +59,11 @@ def test_api_copies_hold_the_same_nodes():
     for title, wf in templates().items():
         nodes = sorted((n["id"], n["type"]) for n in wf["nodes"] if n["type"] not in NOTE_TYPES)
         assert nodes in twins.values(), f"{title}: no API copy in workflows/api/ with the same nodes"
+
+
+def test_no_other_folder_takes_the_templates_route():
+    """ComfyUI 0.30 serves the first of a pack's ``example_workflows``, ``example``, ``examples``,
+    ``workflow`` and ``workflows`` folders at ``/api/workflow_templates/<pack>/``: another of them
+    would answer 404 for the templates' files and thumbnails (so the example inputs live elsewhere)."""
+    taken = [name for name in ("example_workflows", "example", "examples", "workflow") if (ROOT / name).exists()]
+    assert taken == [] and (ROOT / "example_inputs").is_dir()

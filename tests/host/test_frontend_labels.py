@@ -52,6 +52,8 @@ def test_templates_are_titled_under_extensions(comfy_server, browser_page):
     entry.click()
     cards = dialog.locator("[data-testid^=template-workflow-]")
     cards.first.wait_for(state="visible", timeout=20000)
+    for i in range(cards.count()):  # thumbnails load when their card scrolls into view
+        cards.nth(i).scroll_into_view_if_needed()
     page.wait_for_function("(n) => [...document.querySelectorAll('[role=dialog] [data-testid^=template-workflow-] img')]"
                            ".filter((i) => i.complete && i.naturalWidth > 0).length >= n", arg=len(TITLES),
                            timeout=20000)

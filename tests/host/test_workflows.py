@@ -3,7 +3,7 @@
 Stand-in checkpoints are put into the server's ``models/vtoonify`` under the official names (VToonify-D
 cartoon and arcane with 317 and 100 exemplar styles, as the release has; the two with other weights), a
 tiny random Real-ESRGAN-compact model into ``models/upscale_models`` under the name the upscaler
-workflow uses. The example inputs the workflows load are the pack's own (``examples/``:
+workflow uses. The example inputs the workflows load are the pack's own (``example_inputs/``:
 ``skimage.data.astronaut()`` at 256x256, an 8-frame MP4 of it with a sound track, and a recoloured
 mirror image as the style reference), copied into the server's input folder by the pack when it
 loaded. So every workflow runs exactly as shipped: nothing is substituted.
@@ -33,6 +33,7 @@ import copy
 import io
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -62,7 +63,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = REPO / "workflows"
-EXAMPLES_DIR = REPO / "examples"
+EXAMPLES_DIR = REPO / "example_inputs"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 API_DIR = WORKFLOW_DIR / "api"
 NAMES = list(WORKFLOWS)
@@ -202,13 +203,13 @@ LAYOUT_JS = r"""
 }
 """
 
-# Whether the frontend has put the outputs of these nodes (ids) on them: images or videos as a
-# preview widget or images, texts as a widget.
+# Whether the frontend has put the images or videos these nodes (ids) output on them (as images,
+# or as a video/image preview widget).
 SHOWN_JS = r"""
 (ids) => ids.every((id) => {
   const n = window.app.graph.getNodeById(Number(id));
   if (!n) return true;
-  return (n.imgs || []).length > 0 || (n.widgets || []).some((w) => /preview|video|image|text/i.test(w.name || ''));
+  return (n.imgs || []).length > 0 || (n.widgets || []).some((w) => /preview|video/i.test(w.name || ''));
 })
 """
 
@@ -228,7 +229,7 @@ def overlapping(nodes: list[dict]) -> list[tuple[str, str]]:
 
 
 def shipped(name: str) -> np.ndarray:
-    """A shipped example picture (``examples/<name>``) as uint8 RGB."""
+    """A shipped example picture (``example_inputs/<name>``) as uint8 RGB."""
     with Image.open(EXAMPLES_DIR / name) as im:
         return np.asarray(im.convert("RGB"))
 
@@ -326,17 +327,6 @@ def load_api(name: str) -> dict:
     return json.loads((API_DIR / f"{name}.json").read_text())
 
 
-#: widgets the frontend adds to a loaded node and writes into the API prompt, which the server ignores
-#: (Load Video's player: ``"video-preview": ""``); a graph built from the spec has none yet
-FRONTEND_WIDGETS = {"video-preview"}
-
-
-def without_frontend_widgets(prompt: dict) -> dict:
-    """The API prompt without :data:`FRONTEND_WIDGETS`."""
-    return {nid: {**node, "inputs": {k: v for k, v in node["inputs"].items() if k not in FRONTEND_WIDGETS}}
-            for nid, node in prompt.items()}
-
-
 def nodes_of(api: dict, class_type: str) -> dict[str, dict]:
     return {nid: node for nid, node in api.items() if node["class_type"] == class_type}
 
@@ -421,9 +411,13 @@ def test_regenerate_workflows(workflow_env, browser_page):
     API_DIR.mkdir(parents=True, exist_ok=True)
     for name, spec in WORKFLOWS.items():
         built = browser_page.evaluate(BUILD_JS, spec)
-        workflow, output = json.loads(built["workflow"]), json.loads(built["output"])
+        workflow = json.loads(built["workflow"])
         workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-vtoonify/workflows/{name}"))
         ui_file(name, "json").write_text(json.dumps(workflow, indent=2, ensure_ascii=False) + "\n")
+        # the API twin of the saved workflow as loaded, as Export (API) gives it: a loaded Load Video
+        # has its player widget, which the frontend sends ("video-preview": "") and the server ignores
+        browser_page.load_graph(load_ui(name))
+        output = browser_page.graph_to_prompt()["output"]
         (API_DIR / f"{name}.json").write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
     for name in WORKFLOWS:
         write_thumbnail(browser_page, name)
@@ -689,12 +683,13 @@ def test_ui_workflow_loads_converts_and_runs(name, workflow_env, browser_page, c
     show_graph(browser_page, name)
     assert browser_page.page.locator("[role=dialog]").count() == 0, "loading the workflow opened a dialog"
     assert browser_page.evaluate("() => window.app.graph.nodes.length") == len(ui["nodes"])
-    assert without_frontend_widgets(browser_page.graph_to_prompt()["output"]) == api
+    assert browser_page.graph_to_prompt()["output"] == api
     entry = comfy_server.wait(browser_page.queue_prompt(), timeout=300)
     for nid in [*nodes_of(api, "SaveImage"), *nodes_of(api, "SaveVideo")]:
         assert comfy_server.output_images(entry, nid), f"{api[nid]['class_type']} {nid} saved nothing"
     # every result is drawn on its node (images, videos, texts), and no node is drawn over another
-    browser_page.page.wait_for_function(SHOWN_JS, arg=sorted(entry["outputs"]), timeout=30000)
+    shown = sorted(nid for nid, out in entry["outputs"].items() if out.get("images"))
+    browser_page.page.wait_for_function(SHOWN_JS, arg=shown, timeout=30000)
     browser_page.page.wait_for_timeout(1000)  # drawn: the frontend lays the widgets out as it draws
     browser_page.screenshot(f"workflow_{name}")
     layout = browser_page.evaluate(LAYOUT_JS)
@@ -811,3 +806,45 @@ def test_saved_merge_is_listed_and_loads_back_equal(workflow_env, comfy_server):
     entry = comfy_server.run_prompt(copy.deepcopy(api), timeout=600)
     assert "already saved (same weights)" in entry["outputs"]["90"]["text"][0]
     assert (folder / "vtoonify_s_d.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_stylize_video_from_frames_in_memory_cancelled_and_resumed(workflow_env, comfy_server):
+    """Stylize Video on a VIDEO held in memory (Load Video -> Get Video Components -> Create Video with
+    the clip's fps and audio): cancelled after its first chunk, it leaves that chunk in the output
+    folder; queued again it continues from there, and the video Save Video writes has every frame, the
+    frame rate, the sound and the duration of the clip."""
+    api = load_api("vtoonify_video_stream")
+    (load,) = nodes_of(api, "LoadVideo")
+    (stylize,) = nodes_of(api, "VToonifyStylizeVideo")
+    (save,) = nodes_of(api, "SaveVideo")
+    api["90"] = {"class_type": "GetVideoComponents", "inputs": {"video": [load, 0]}}
+    api["91"] = {"class_type": "CreateVideo", "inputs": {"images": ["90", 0], "audio": ["90", 1], "fps": ["90", 2],
+                                                         "bit_depth": 8}}
+    api[stylize]["inputs"].update(video=["91", 0], chunk_size=2)
+    api[save]["inputs"]["filename_prefix"] = "vtoonify/video_in_memory"
+
+    def stylize_progress(prompt_id: str) -> list[int]:
+        return [m["data"]["value"] for m in comfy_server.messages(prompt_id, "progress")
+                if m["data"]["node"] == stylize]
+
+    first = comfy_server.post_prompt(copy.deepcopy(api))
+    deadline = time.monotonic() + 300
+    while not any(v >= 2 for v in stylize_progress(first)):  # the first chunk (2 frames) is stylized
+        assert time.monotonic() < deadline, "Stylize Video made no progress"
+        time.sleep(0.05)
+    comfy_server.post_json("/interrupt", {})
+    entry = comfy_server.wait(first, timeout=300, check=False)
+    assert entry["status"]["status_str"] == "error", "the run was not cancelled"
+    folder = comfy_server.base / "output" / "vtoonify"
+    manifests = [json.loads((p / "manifest.json").read_text())
+                 for p in folder.glob(".*.vtoonify") if (p / "manifest.json").is_file()]
+    # the source: the clip written losslessly from Create Video's frames and audio into the temp folder
+    (manifest,) = [m for m in manifests if Path(m["source"]).name.startswith("frames_")]
+    assert manifest["chunks"][0]["done"] and not all(c["done"] for c in manifest["chunks"])
+
+    second = comfy_server.post_prompt(copy.deepcopy(api))
+    entry = comfy_server.wait(second, timeout=300)
+    values = stylize_progress(second)
+    assert values[0] >= 2 and values[-1] == CLIP_FRAMES, values  # continued after the finished chunk
+    (saved,) = comfy_server.output_images(entry, save)
+    assert_clip_kept(video_facts(comfy_server.view(saved["filename"], saved["subfolder"])), workflow_env["clip_out"])

@@ -31,7 +31,7 @@ UPSCALER = "RealESRGAN_x2plus.pth"
 EXAMPLE_IMAGE = "vtoonify_example.png"
 EXAMPLE_CLIP = "vtoonify_example_clip.mp4"
 REFERENCE_IMAGE = "vtoonify_reference.png"
-#: the example inputs the pack ships (examples/) and copies into ComfyUI's input folder
+#: the example inputs the pack ships (example_inputs/) and copies into ComfyUI's input folder
 EXAMPLE_INPUTS = (EXAMPLE_IMAGE, EXAMPLE_CLIP, REFERENCE_IMAGE)
 #: Load VToonify Model in the templates: VToonify-D, which the in-app download fetches (Hugging Face)
 DEFAULT_CHECKPOINT = D_CARTOON
