@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from test_workflows import THUMB_WIDTH
 from workflow_specs import EXAMPLE_CLIP, TITLES
 
 pytestmark = pytest.mark.slow
@@ -52,11 +53,15 @@ def test_templates_are_titled_under_extensions(comfy_server, browser_page):
     entry.click()
     cards = dialog.locator("[data-testid^=template-workflow-]")
     cards.first.wait_for(state="visible", timeout=20000)
-    for i in range(cards.count()):  # thumbnails load when their card scrolls into view
-        cards.nth(i).scroll_into_view_if_needed()
-    page.wait_for_function("(n) => [...document.querySelectorAll('[role=dialog] [data-testid^=template-workflow-] img')]"
-                           ".filter((i) => i.complete && i.naturalWidth > 0).length >= n", arg=len(TITLES),
-                           timeout=20000)
+    thumbnails = {}  # the frontend shows a card's thumbnail only while the card is in view
+    for i in range(cards.count()):
+        card = cards.nth(i)
+        card.scroll_into_view_if_needed()
+        testid = card.get_attribute("data-testid")
+        page.wait_for_function("(id) => [...document.querySelectorAll(`[data-testid='${id}'] img`)]"
+                               ".some((i) => i.complete && i.naturalWidth > 0)", arg=testid, timeout=20000)
+        thumbnails[testid.replace("template-workflow-", "")] = card.evaluate(
+            "(c) => [...c.querySelectorAll('img')].map((i) => i.naturalWidth)")
     shown = page.evaluate("""() => [...document.querySelectorAll('[role=dialog] [data-testid^=template-workflow-]')].map((card) => {
         const name = card.dataset.testid.replace('template-workflow-', '');
         const title = [...card.querySelectorAll('[title]')].find((e) => e.textContent.trim() === e.getAttribute('title'));
@@ -69,7 +74,8 @@ def test_templates_are_titled_under_extensions(comfy_server, browser_page):
     for card in shown:
         assert card["title"] == card["name"], card  # the title, not a file stem like vtoonify_video_frames
         assert not card["truncated"], f"the card title {card['title']!r} is cut off"
-        assert card["thumbnails"] and all(w > 0 for w in card["thumbnails"]), card
+        # its own thumbnail (800 px wide, workflows/<title>.jpg), not the frontend's default picture
+        assert thumbnails[card["name"]] == [THUMB_WIDTH], (card, thumbnails)
     # a card opens its workflow, named by its title
     dialog.locator(f"[data-testid='template-workflow-{TITLES['vtoonify_video_frames']}']").click()
     page.wait_for_function("() => app.graph._nodes.some((n) => n.type === 'VToonifyStylizeFrames')", timeout=20000)

@@ -46,7 +46,7 @@ DRIVE_MISSING = "vtoonify_t_pixar/vtoonify.pt"             # official, on Google
 DRIVE_T_PIXAR = "https://drive.google.com/drive/folders/19N4ddcTXhXbTEayTbrFc533EktbhOXMz"
 HF_PIXAR = "https://huggingface.co/PKUWilliamYang/VToonify/tree/main/models/vtoonify_d_pixar"
 LOADER_CHECKED = {"checkpoint", "style_encoder", "face_parser", "exstyle", "download_missing"}
-LAYOUT_TEMPLATES = ["vtoonify_video_frames", "vtoonify_composite", "vtoonify_reference_style"]
+LAYOUT_TEMPLATES = ["vtoonify_composite", "vtoonify_reference_style"]
 
 
 def clip_frames(n: int = 3, size: int = 32) -> list[np.ndarray]:
