@@ -34,6 +34,13 @@ try:  # make models/vtoonify known to ComfyUI as soon as the pack loads
 except ImportError:  # imported outside ComfyUI
     pass
 
+try:  # the templates' example inputs into ComfyUI's input folder (never over a user's file)
+    from . import examples
+
+    examples.install_examples()
+except Exception as exc:  # noqa: BLE001 - outside ComfyUI, or an unwritable input folder: the nodes still load
+    logger.debug("VToonify: example inputs not installed: %s", exc)
+
 try:  # /vtoonify/ routes of the web UI (registered only inside ComfyUI's server)
     from . import routes  # noqa: F401
 except ImportError as exc:
