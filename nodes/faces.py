@@ -131,6 +131,20 @@ def require_faces(value, input_name: str = "faces"):
     return value
 
 
+def video_face_choice(value) -> dict:
+    """The keyword arguments of the streaming video run for the faces connected to it: detector, face
+    order, index and face_padding. The stream is cropped like its first frame with a face, so tracked
+    crops and every face are refused (the IMAGE path does those)."""
+    from ..vtoonify_core.errors import InputError
+
+    o = require_faces(value).options
+    if o.every_face or o.mode != "first":
+        raise InputError("faces", "the video file is cropped like its first frame with a face, one face: set Detect "
+                                  "Faces to 'the chosen face' and 'fixed (first frame)', or use the IMAGE path (Stylize "
+                                  "Frames with these faces, then Paste Back) for tracked crops or every face.")
+    return {"backend": o.backend, "pick": o.pick, "index": int(o.index), "face_padding": int(o.padding)}
+
+
 class PasteBack:
     """Puts stylized crops back into the original frames."""
 

@@ -95,6 +95,9 @@ class StylizeVideoFile:
                                 "tooltip": "Quality of the encoded video (lower is better; 0 = lossless H.264)."}),
                 "preview_frames": ("INT", {"default": 4, "min": 1, "max": 64, "step": 1,
                                            "tooltip": "How many stylized frames to return as previews."}),
+                "faces": inputs.faces(tooltip="From Detect Faces (VToonify) (e.g. on the first frame): its detector, "
+                                              "face order, index and face_padding choose the face of the video's "
+                                              "first frame with one (fixed crop, one face)."),
             },
         }
 
@@ -126,7 +129,7 @@ class StylizeVideoFile:
 
     def stylize(self, vtoonify_model, video_path, output_name=DEFAULT_OUTPUT, style_degree=0.5, batch_size=4,
                 crop_mode="face (official crop)", style=None, style_id=26, color_transfer=False, face_padding=200,
-                chunk_size=32, crf=18, preview_frames=4):
+                chunk_size=32, crf=18, preview_frames=4, faces=None):
         import torch
 
         from ..vtoonify_core.video.encode import EncodeSettings
@@ -140,6 +143,12 @@ class StylizeVideoFile:
             source = resolve_video_path(video_path)
             hidden[str(source)] = repr(str(video_path).strip())
             output, subfolder, filename = resolve_output_path(output_name, source)
+            face_choice = {}
+            if faces is not None:
+                from .faces import video_face_choice
+
+                face_choice = video_face_choice(faces)
+                face_padding = face_choice.pop("face_padding")
             model.load("generator", "parser", "encoder")
             state = {"frame": None, "shown": 0.0}
 
@@ -158,7 +167,7 @@ class StylizeVideoFile:
                                    color_transfer=bool(color_transfer), crop_mode=mode,
                                    face_padding=int(face_padding), batch_size=int(batch_size),
                                    chunk_size=int(chunk_size), encode=EncodeSettings(crf=int(crf)),
-                                   on_frames=on_frames, **hooks.kwargs(output=False))
+                                   on_frames=on_frames, **face_choice, **hooks.kwargs(output=False))
             frames = read_frames_at(result.output, preview_indices(result.frames, int(preview_frames)))
             previews = torch.from_numpy(frames).float().div_(255.0)
             previews = previews.to(_comfy.output_device(), _comfy.output_dtype())
