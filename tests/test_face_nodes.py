@@ -179,3 +179,22 @@ def test_video_file_crops_the_chosen_face(fake_comfy, dlib_ok, model, two_faces,
                                          r"its first frame"):
         run(model, str(src), output_name="faces/x.mp4", style_degree=0.5, batch_size=2,
             crop_mode="face (official crop)", style=style_of(model), faces=tracked)
+
+
+def test_tracked_crops_paste_back_frame_by_frame(fake_comfy, dlib_ok, model, two_faces):
+    """A clip whose face moves: tracked crops follow it and Paste Back puts each frame's crop at its own place."""
+    left = two_faces[:, :, :256]
+    frames = torch.cat([torch.roll(left, shifts=(0, 12 * t), dims=(1, 2)) for t in range(3)])
+    detect = fake_comfy.node("VToonifyDetectFaces")
+    tracked, _, _ = detect(frames, **{**DETECT, "crop": "tracked (smoothed)", "smoothing": 0.0})
+    fixed, _, _ = detect(frames, **DETECT)
+    style = style_of(model)
+    for tracks, moves in ((tracked, True), (fixed, False)):
+        images, *_ = fake_comfy.node("VToonifyStylizeFrames")(model, frames, style, 0.5, "face (official crop)", 3,
+                                                              None, PAD, tracks)
+        _, weight = fake_comfy.node("VToonifyPasteBack")(frames, images, tracks, 0.0, 0.0)
+        cols = [torch.nonzero(weight[i].amax(0) > 0.5).flatten()[0].item() for i in range(3)]
+        if moves:
+            assert [b - a for a, b in zip(cols, cols[1:])] == pytest.approx([12, 12], abs=2), cols
+        else:
+            assert cols[0] == cols[1] == cols[2]
