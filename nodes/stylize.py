@@ -105,15 +105,11 @@ class StylizeFrames:
     @staticmethod
     def _stylize_faces(model, frames, style, style_degree, batch_size, face_parsing, faces):
         """Stylize the faces Detect Faces chose (inside node_errors)."""
-        from ..vtoonify_core.errors import InputError
         from ..vtoonify_core.pipeline.tracks import stylize_tracks
         from ..vtoonify_core.runtime.memory import frame_memory_bytes
         from .faces import require_faces
 
         tracks = require_faces(faces)
-        if face_parsing is not None:
-            raise InputError("face_parsing", "is not used with faces from Detect Faces (each crop is parsed on its "
-                                             "own): disconnect one of the two.")
         tracks.check_frames(frames.shape[0], frames.shape[2:4])
         n = tracks.num_items
         state = {"out": None, "shown": False}
@@ -135,7 +131,7 @@ class StylizeFrames:
         model.load("generator", "parser", memory_required=per_frame * max(1, min(int(batch_size), n)))
         hooks = _comfy.run_hooks(n, preview=first_frame)
         stylize_tracks(model, frames, style, tracks, float(style_degree), batch_size=int(batch_size),
-                       input_range=_comfy.IMAGE_RANGE, sink=sink, **hooks.kwargs())
+                       input_range=_comfy.IMAGE_RANGE, sink=sink, parsing=face_parsing, **hooks.kwargs())
         mask = torch.from_numpy(np.stack([tracks.region_mask(i) for i in range(n)]))
         x, y, bw, bh = tracks.box(0)
         return (state["out"], _comfy.to_mask(mask), x, y, bw, bh, tracks)

@@ -206,3 +206,22 @@ def test_whole_frames_paste_back_onto_the_frame():
     out, w = paste_tracks(img[None], up4(img)[None], tracks, feather=8.0)
     np.testing.assert_allclose(out[0] * 255, img, atol=1e-3)
     assert w.min() == 1.0  # a whole frame touches every border: never faded
+
+
+def test_frame_parsing_is_cropped_like_each_face():
+    """Parsing maps of the frames (e.g. smoothed over time) follow each face's crop: at scale 1 the exact
+    window, replicated past the frame's border."""
+    import torch
+
+    from vtoonify_core.pipeline.tracks import parsing_crops
+
+    logits = torch.randn(2, 19, 100, 128, generator=torch.Generator().manual_seed(0))
+    outside = CropGeometry(1.0, 100, 128, -8, 56, 72, 152, 100, 128, 0)  # 8 px above, 24 px right of the frame
+    tracks = FaceTracks(FaceOptions(), (100, 128), (FaceTracks.fixed(GEO, 2).clips[0],))
+    torch.testing.assert_close(parsing_crops(logits, tracks, 0), logits[:, :, 16:80, 24:104])
+    tracks = FaceTracks(FaceOptions(), (100, 128), (FaceTracks.fixed(outside, 2).clips[0],))
+    crop = parsing_crops(logits, tracks, 0)
+    assert crop.shape == (2, 19, 64, 80)
+    torch.testing.assert_close(crop[:, :, 8:, :56], logits[:, :, :56, 72:])
+    torch.testing.assert_close(crop[:, :, :8, :56], logits[:, :, :1, 72:].expand(-1, -1, 8, -1))
+    torch.testing.assert_close(crop[:, :, 8:, 56:], logits[:, :, :56, -1:].expand(-1, -1, -1, 24))

@@ -3,8 +3,6 @@ Frames (issue 20), through their entry points on CPU with the fake ComfyUI (``fa
 (``skimage.data.astronaut()``) side by side, small crops (face_padding 48) and stand-in networks."""
 from __future__ import annotations
 
-import dataclasses
-
 import cv2
 import numpy as np
 import pytest
@@ -145,9 +143,8 @@ def test_faces_inputs_refuse_other_frames(fake_comfy, dlib_ok, model, two_faces)
         paste(two_faces, images, tracks, 8.0, 0.0, torch.ones(1, 256, 256))
     with pytest.raises(ValueError, match=r"Paste Back \(VToonify\): faces: expected VTOONIFY_FACES, got str"):
         paste(two_faces, images, "faces", 8.0, 0.0)
-    parsing = dataclasses.make_dataclass("P", [])()
-    with pytest.raises(ValueError, match=r"Stylize Frames: face_parsing: is not used with faces"):
-        stylize(model, two_faces, style, 0.5, "face (official crop)", 2, parsing, PAD, tracks)
+    with pytest.raises(ValueError, match=r"Stylize Frames: face_parsing: maps are 256x256 but the frames are 512x256"):
+        stylize(model, two_faces, style, 0.5, "face (official crop)", 2, torch.zeros(1, 19, 256, 256), PAD, tracks)
 
 
 def test_video_file_crops_the_chosen_face(fake_comfy, dlib_ok, model, two_faces, tmp_path, monkeypatch):
