@@ -114,7 +114,14 @@ class DetectFaces:
             options = FaceOptions(backend=detector, pick=FACE_CHOICES[face], index=int(index),
                                   every_face=HOW_MANY[stylize], mode=CROPS[crop], smoothing=float(smoothing),
                                   padding=int(face_padding), upsample=int(upsample))
-            tracks = track_faces(u8, options)
+            hooks = _comfy.run_hooks(u8.shape[0])
+
+            def on_frame(done: int, total: int) -> None:  # Cancel works between frames; the bar counts them
+                hooks.check_interrupt()
+                hooks.progress(done, total)
+
+            tracks = track_faces(u8, options, on_frame=on_frame)
+            hooks.progress(u8.shape[0], u8.shape[0])
             preview = torch.from_numpy(draw_preview(u8, tracks)).float().div_(255.0)
             preview = preview.to(_comfy.output_device(), _comfy.output_dtype())
             return (tracks, preview, len(tracks.candidates))

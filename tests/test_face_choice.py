@@ -109,6 +109,24 @@ def test_tracked_crop_follows_the_face_fixed_does_not(dlib_ok, face):
     assert np.ptp(in_tracked, axis=0).max() < 3.0 < np.ptp(in_fixed, axis=0).max()
 
 
+def test_each_frame_is_detected_once_and_a_run_can_stop(dlib_ok, two_faces):
+    seen = []
+    clip = np.stack([two_faces, two_faces[:, ::-1]])
+    tracks = track_faces(clip, FaceOptions(every_face=True, mode="track", padding=PAD),
+                         on_frame=lambda done, total: seen.append((done, total)))
+    assert tracks.num_faces == 2 and seen == [(0, 2), (1, 2)]  # two faces, two frames: two detections
+
+    class Stop(Exception):
+        pass
+
+    def stop(done: int, total: int) -> None:
+        if done == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        track_faces(clip, FaceOptions(mode="track", padding=PAD), on_frame=stop)
+
+
 # ---------------------------------------------------------------------------------------------- paste back
 
 #: a crop at scale 1 (eyes already 64 px apart): no resize, no blur; the crop is frame[16:80, 24:104]

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from ..errors import InputError, NoFaceError
 from ..types import DEFAULT_FACE_PADDING
-from .base import FACE_ORDERS, Face, no_face_message, order_faces
+from .base import FACE_ORDERS, Face, FaceBackend, no_face_message, order_faces
 from .crop import CLIP_MODES, ClipGeometry, CropGeometry, _frames_list, clip_geometry, paste_back
-from .detect import detect_faces
+from .detect import detect_faces, get_backend
 
 logger = logging.getLogger("vtoonify")
 
@@ -169,6 +169,29 @@ class FaceTracks:
         return replace(tracks, whole=True)
 
 
+class _FrameMemo(FaceBackend):
+    """A backend that detects each frame of a clip once (every face's track reuses the result) and reports
+    each new frame: ``on_frame(frames_seen, total)`` before its detection (raise there to stop)."""
+
+    def __init__(self, inner: FaceBackend, frames: Sequence[np.ndarray],
+                 on_frame: Optional[Callable[[int, int], None]]) -> None:
+        self.inner, self.name, self.on_frame = inner, inner.name, on_frame
+        self.index = {id(f): i for i, f in enumerate(frames)}
+        self.total = len(frames)
+        self.found: dict[tuple[int, int], list[Face]] = {}
+
+    def detect(self, image: np.ndarray, upsample: int = 1) -> list[Face]:
+        i = self.index.get(id(image))
+        if i is not None and (i, upsample) in self.found:
+            return self.found[(i, upsample)]
+        if self.on_frame is not None:
+            self.on_frame(len(self.found), self.total)
+        faces = self.inner.detect(image, upsample)
+        if i is not None:
+            self.found[(i, upsample)] = faces
+        return faces
+
+
 def _common_window(geo: CropGeometry, shape: tuple[int, int]) -> CropGeometry:
     """``geo``'s window resized (about its centre) to ``shape = (height, width)``."""
     ch, cw = shape
@@ -184,7 +207,8 @@ def _index_error(found: int, o: FaceOptions) -> InputError:
                                f"index.")
 
 
-def track_faces(frames: Union[np.ndarray, Sequence[np.ndarray]], options: FaceOptions = FaceOptions()) -> FaceTracks:
+def track_faces(frames: Union[np.ndarray, Sequence[np.ndarray]], options: FaceOptions = FaceOptions(), *,
+                on_frame: Optional[Callable[[int, int], None]] = None) -> FaceTracks:
     """Find and choose the faces of a clip and their crop in every frame.
 
     One face: :func:`~vtoonify_core.faces.crop.clip_geometry` with the options. Every face: the faces of the
@@ -194,6 +218,8 @@ def track_faces(frames: Union[np.ndarray, Sequence[np.ndarray]], options: FaceOp
     Args:
         frames: ``(N, H, W, 3)`` uint8 RGB array or a sequence of such frames.
         options: see :class:`FaceOptions`.
+        on_frame: ``on_frame(frames_detected, total)`` before each frame's detection (each frame is
+            detected once, whatever the number of faces); raise there to stop (e.g. a cancelled run).
 
     Raises:
         NoFaceError: no face in any frame.
@@ -204,11 +230,12 @@ def track_faces(frames: Union[np.ndarray, Sequence[np.ndarray]], options: FaceOp
     seq = _frames_list(frames)
     n = len(seq)
     pad = (int(o.padding),) * 4
-    kw = dict(mode=o.mode, padding=pad, backend=o.backend, upsample=o.upsample, smoothing=float(o.smoothing))
+    memo = _FrameMemo(get_backend(o.backend), seq, on_frame)
+    kw = dict(mode=o.mode, padding=pad, backend=memo, upsample=o.upsample, smoothing=float(o.smoothing))
     where = "the image" if n == 1 else f"any of the {n} frames"
     candidates: list[Face] = []
     for frame in seq:
-        candidates = order_faces(detect_faces(frame, backend=o.backend, upsample=o.upsample), o.pick)
+        candidates = order_faces(detect_faces(frame, backend=memo, upsample=o.upsample), o.pick)
         if candidates:
             break
     if not candidates:
