@@ -15,7 +15,8 @@ logger = logging.getLogger("vtoonify")
 
 #: node families, one module each; a family whose optional dependency is missing is skipped with
 #: a logged reason instead of taking the whole pack down
-FAMILIES = ("loader", "style", "parsing", "stylize", "deflicker", "style_control", "video", "speed", "merge", "faces")
+FAMILIES = ("loader", "style", "parsing", "stylize", "deflicker", "style_control", "video", "speed", "merge",
+            "text_style", "faces")
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
@@ -32,6 +33,13 @@ try:  # make models/vtoonify known to ComfyUI as soon as the pack loads
     loader.register_folder()
 except ImportError:  # imported outside ComfyUI
     pass
+
+try:  # the templates' example inputs into ComfyUI's input folder (never over a user's file)
+    from . import examples
+
+    examples.install_examples()
+except Exception as exc:  # noqa: BLE001 - outside ComfyUI, or an unwritable input folder: the nodes still load
+    logger.debug("VToonify: example inputs not installed: %s", exc)
 
 try:  # /vtoonify/ routes of the web UI (registered only inside ComfyUI's server)
     from . import routes  # noqa: F401

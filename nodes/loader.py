@@ -42,14 +42,16 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def register_folder() -> None:
-    """Register ``models/vtoonify`` with ComfyUI unless a ``vtoonify`` folder is registered already."""
+    """Register ``models/vtoonify`` with ComfyUI, also when ``extra_model_paths.yaml`` registered other
+    ``vtoonify`` folders first (ours then comes after theirs; a folder already listed is left where it is)."""
     fp = _comfy.folder_paths()
+    ours = os.path.normpath(os.path.join(fp.models_dir, FOLDER))
     try:
-        if fp.get_folder_paths(FOLDER):
-            return
+        known = [os.path.normpath(p) for p in fp.get_folder_paths(FOLDER)]
     except KeyError:
-        pass
-    fp.add_model_folder_path(FOLDER, os.path.join(fp.models_dir, FOLDER))
+        known = []
+    if ours not in known:
+        fp.add_model_folder_path(FOLDER, ours)
 
 
 def _native(name: str) -> str:

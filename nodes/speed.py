@@ -18,14 +18,16 @@ COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")
 FOLD = {"auto": None, "on": True, "off": False}
 
 
-def with_switches(model, *, fast: bool, channels_last: bool, fold: str, compile_mode: str):
+def with_switches(model, *, fast: bool, channels_last: bool, fold: str, compile_mode: str,
+                  reuse_host_memory: bool = True):
     """A copy of the bundle whose generator (a shallow copy: same parameters and submodules) has
     these fast-path switches; ``fold`` and ``compile_mode`` are labels of the node's lists."""
     model = inputs.require_model(model)
     generator = copy.copy(model.generator)  # a new __dict__ that refers to the same parameters and modules
     generator.clear_bake_cache()  # its own baked weights and compiled bodies
     generator.set_fast_path(True, fast=bool(fast), channels_last=bool(channels_last), fold_upsample=FOLD[fold],
-                            compile_mode=None if compile_mode == "off" else compile_mode)
+                            compile_mode=None if compile_mode == "off" else compile_mode,
+                            reuse_host_memory=bool(reuse_host_memory))
     return model.with_generator(generator)
 
 
@@ -63,12 +65,21 @@ class SpeedSettings:
                                                              "reduce-overhead adds CUDA graphs (CUDA only). Falls "
                                                              "back to eager with a warning where compiling fails."}),
             },
+            "optional": {
+                "reuse_cpu_memory": ("BOOLEAN", {"default": True,
+                                                 "tooltip": "On the CPU (Linux), keep the generator's buffers for "
+                                                            "the next chunk instead of having the system hand out and "
+                                                            "zero fresh memory each time; the memory goes back when "
+                                                            "the clip is done. Buffers over 64 MiB (large frames or "
+                                                            "batches) are still fresh in ComfyUI's worker thread."}),
+            },
         }
 
-    def apply(self, vtoonify_model, bake_style=True, channels_last=True, fold_upsampling="auto", compile="off"):
+    def apply(self, vtoonify_model, bake_style=True, channels_last=True, fold_upsampling="auto", compile="off",
+              reuse_cpu_memory=True):
         with _comfy.node_errors(SPEED_NAME):
             return (with_switches(vtoonify_model, fast=bake_style, channels_last=channels_last, fold=fold_upsampling,
-                                  compile_mode=compile),)
+                                  compile_mode=compile, reuse_host_memory=reuse_cpu_memory),)
 
 
 NODE_CLASS_MAPPINGS = {"VToonifySpeedSettings": SpeedSettings}

@@ -1,10 +1,11 @@
-"""Stylize Video File: VToonify from a video file to a video file, chunk by chunk, inside ComfyUI.
+"""Stylize Video and Stylize Video File: VToonify over a whole video, chunk by chunk, inside ComfyUI.
 
-An IMAGE batch holds every frame of a clip in memory; this node never does: it streams the file
-through :func:`vtoonify_core.video.stylize_video` (decode a chunk, stylize, encode), keeps the frame
-rate, audio and colour range, and writes into ComfyUI's output folder. A cancelled or failed run
-leaves its finished chunks in a work folder beside the output; queueing the same settings again
-continues from there.
+An IMAGE batch holds every frame of a clip in memory; these nodes never do: they stream the video
+through :func:`vtoonify_core.video.stylize_video` (decode a chunk, stylize, encode), keep the frame
+count, frame rate, audio and colour range. Stylize Video takes and returns ComfyUI's VIDEO (result in
+the temp folder, for Save Video); Stylize Video File takes a path and writes into the output folder
+(saved workflows keep working). A cancelled run leaves its finished chunks in a work folder in the
+output folder; queueing the same settings again continues from there.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from . import _comfy, inputs, paths
 
 DISPLAY_NAME = "Stylize Video File (VToonify)"
+VIDEO_DISPLAY_NAME = "Stylize Video (VToonify)"
 DEFAULT_OUTPUT = "vtoonify/%stem%_vtoonify.mp4"
 #: Seconds between the stylized frames shown on the node while it runs.
 PREVIEW_EVERY_S = 2.0
@@ -130,16 +132,9 @@ class StylizeVideoFile:
     def stylize(self, vtoonify_model, video_path, output_name=DEFAULT_OUTPUT, style_degree=0.5, batch_size=4,
                 crop_mode="face (official crop)", style=None, style_id=26, color_transfer=False, face_padding=200,
                 chunk_size=32, crf=18, preview_frames=4, faces=None):
-        import torch
-
-        from ..vtoonify_core.video.encode import EncodeSettings
-        from ..vtoonify_core.video.files import preview_indices, read_frames_at
-        from ..vtoonify_core.video.run import stylize_video
-
         hidden: dict[str, str] = {}  # messages name the video as the prompt did, not by its real path
         with _comfy.node_errors(DISPLAY_NAME, hide=hidden):
             model = inputs.require_model(vtoonify_model)
-            mode = inputs.crop_mode_of(crop_mode)
             source = resolve_video_path(video_path)
             hidden[str(source)] = repr(str(video_path).strip())
             output, subfolder, filename = resolve_output_path(output_name, source)
@@ -149,31 +144,142 @@ class StylizeVideoFile:
 
                 face_choice = video_face_choice(faces)
                 face_padding = face_choice.pop("face_padding")
-            model.load("generator", "parser", "encoder")
-            state = {"frame": None, "shown": 0.0}
-
-            def on_frames(index: int, frames) -> None:
-                if time.monotonic() - state["shown"] >= PREVIEW_EVERY_S:
-                    state["frame"] = frames[-1]
-
-            def latest_frame():  # the latest stylized frame on the node, at most every PREVIEW_EVERY_S seconds
-                frame, state["frame"] = state["frame"], None
-                if frame is not None:
-                    state["shown"] = time.monotonic()
-                return frame
-
-            hooks = _comfy.run_hooks(preview=latest_frame)  # sized when the job knows its frame count
-            result = stylize_video(model, source, output, style, float(style_degree), style_id=int(style_id),
-                                   color_transfer=bool(color_transfer), crop_mode=mode,
-                                   face_padding=int(face_padding), batch_size=int(batch_size),
-                                   chunk_size=int(chunk_size), encode=EncodeSettings(crf=int(crf)),
-                                   on_frames=on_frames, **face_choice, **hooks.kwargs(output=False))
-            frames = read_frames_at(result.output, preview_indices(result.frames, int(preview_frames)))
-            previews = torch.from_numpy(frames).float().div_(255.0)
-            previews = previews.to(_comfy.output_device(), _comfy.output_dtype())
+            result, previews = run_streaming(model, source, output, style=style, style_degree=style_degree,
+                                             batch_size=batch_size, crop_mode=crop_mode, style_id=style_id,
+                                             color_transfer=color_transfer, face_padding=face_padding,
+                                             chunk_size=chunk_size, crf=crf, preview_frames=preview_frames,
+                                             face_choice=face_choice)
             ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
             return {"ui": ui, "result": (str(result.output), previews)}
 
 
-NODE_CLASS_MAPPINGS = {"VToonifyStylizeVideoFile": StylizeVideoFile}
-NODE_DISPLAY_NAME_MAPPINGS = {"VToonifyStylizeVideoFile": DISPLAY_NAME}
+def run_streaming(model, source: Path, output: Path, *, style, style_degree: float, batch_size: int, crop_mode: str,
+                  style_id: int, color_transfer: bool, face_padding: int, chunk_size: int, crf: int,
+                  preview_frames: int, work_dir: Path | None = None, face_choice: dict | None = None):
+    """Stylize ``source`` into ``output`` with ComfyUI's progress bar, live previews and Cancel button;
+    returns the core's result and ``preview_frames`` stylized frames spread over the output (IMAGE)."""
+    import torch
+
+    from ..vtoonify_core.video.encode import EncodeSettings
+    from ..vtoonify_core.video.files import preview_indices, read_frames_at
+    from ..vtoonify_core.video.run import stylize_video
+
+    mode = inputs.crop_mode_of(crop_mode)
+    model.load("generator", "parser", "encoder")
+    state = {"frame": None, "shown": 0.0}
+
+    def on_frames(index: int, frames) -> None:
+        if time.monotonic() - state["shown"] >= PREVIEW_EVERY_S:
+            state["frame"] = frames[-1]
+
+    def latest_frame():  # the latest stylized frame on the node, at most every PREVIEW_EVERY_S seconds
+        frame, state["frame"] = state["frame"], None
+        if frame is not None:
+            state["shown"] = time.monotonic()
+        return frame
+
+    hooks = _comfy.run_hooks(preview=latest_frame)  # sized when the job knows its frame count
+    result = stylize_video(model, source, output, style, float(style_degree), style_id=int(style_id),
+                           color_transfer=bool(color_transfer), crop_mode=mode, face_padding=int(face_padding),
+                           batch_size=int(batch_size), chunk_size=int(chunk_size), encode=EncodeSettings(crf=int(crf)),
+                           work_dir=work_dir, on_frames=on_frames, **(face_choice or {}), **hooks.kwargs(output=False))
+    frames = read_frames_at(result.output, preview_indices(result.frames, int(preview_frames)))
+    previews = torch.from_numpy(frames).float().div_(255.0)
+    return result, previews.to(_comfy.output_device(), _comfy.output_dtype())
+
+
+class StylizeVideo:
+    """Toonifies a ComfyUI VIDEO (Load Video, Create Video, ...) into a new VIDEO, streamed chunk by chunk."""
+
+    CATEGORY = "VToonify"
+    FUNCTION = "stylize"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("VIDEO", "IMAGE")
+    RETURN_NAMES = ("video", "previews")
+    OUTPUT_TOOLTIPS = (
+        "The stylized video (an MP4 in ComfyUI's temp folder, same frame count, frame rate and audio): connect Save "
+        "Video to keep it, or Get Video Components for its frames.",
+        "A few stylized frames spread over the video (first and last included).",
+    )
+    DESCRIPTION = ("Stylizes a VIDEO (from Load Video, Create Video or any node with a VIDEO output) chunk by chunk: "
+                   "memory stays flat however long the video is, and the frame count, frame rate, audio and "
+                   "duration are kept. The crop (face mode) and the style code (when not connected) come from the "
+                   "first frame with a face. If the run is cancelled, queueing it again with the same settings "
+                   "continues from the last finished chunk. Save Video keeps the result.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        spec = StylizeVideoFile.INPUT_TYPES()
+        required = {"vtoonify_model": inputs.vtoonify_model(),
+                    "video": ("VIDEO", {"tooltip": "The video to stylize: Load Video (streamed from its file, never "
+                                                   "loaded whole), Create Video, or any VIDEO output."})}
+        for name in ("style_degree", "batch_size", "crop_mode"):
+            required[name] = spec["required"][name]
+        return {"required": required, "optional": dict(spec["optional"])}
+
+    def stylize(self, vtoonify_model, video, style_degree=0.5, batch_size=4, crop_mode="face (official crop)",
+                style=None, style_id=26, color_transfer=False, face_padding=200, chunk_size=32, crf=18,
+                preview_frames=4, faces=None):
+        from ..vtoonify_core.video.jobs import default_work_dir
+        from . import video_sources
+
+        with _comfy.node_errors(VIDEO_DISPLAY_NAME):
+            model = inputs.require_model(vtoonify_model)
+            source, stem = video_sources.source_file(video)
+            face_choice = {}
+            if faces is not None:
+                from .faces import video_face_choice
+
+                face_choice = video_face_choice(faces)
+                face_padding = face_choice.pop("face_padding")
+            digest = self._digest(model, source, style, style_degree, crop_mode, style_id, color_transfer,
+                                  face_padding, chunk_size, crf)
+            if face_choice:  # another face: another output file
+                import hashlib
+
+                digest = hashlib.sha256(f"{digest}{sorted(face_choice.items())}".encode()).hexdigest()[:12]
+            name = f"{_safe_stem(stem)}_vtoonify_{digest}.mp4"
+            # the finished chunks of a cancelled run are kept in the output folder (the temp folder is emptied
+            # when ComfyUI starts), so a run queued again after a restart continues too
+            output = video_sources.temp_dir() / name
+            work = default_work_dir(paths.resolve_output(f"{video_sources.TEMP_SUBFOLDER}/{name}", "video")[0])
+            result, previews = run_streaming(model, source, output, style=style, style_degree=style_degree,
+                                             batch_size=batch_size, crop_mode=crop_mode, style_id=style_id,
+                                             color_transfer=color_transfer, face_padding=face_padding,
+                                             chunk_size=chunk_size, crf=crf, preview_frames=preview_frames,
+                                             work_dir=work, face_choice=face_choice)
+            ui = {"images": [{"filename": name, "subfolder": video_sources.TEMP_SUBFOLDER, "type": "temp"}],
+                  "animated": (True,)}
+            return {"ui": ui, "result": (video_sources.video_output(result.output), previews)}
+
+    @staticmethod
+    def _digest(model, source, style, style_degree, crop_mode, style_id, color_transfer, face_padding, chunk_size,
+                crf) -> str:
+        """12 hex digits of the job's settings (:func:`~vtoonify_core.video.jobs.job_settings`): one output file
+        per source and settings, so ComfyUI's cached VIDEO of another run never points at a file this run
+        rewrote."""
+        from ..vtoonify_core.checks import check_style_degree
+        from ..vtoonify_core.styles.codes import check_style
+        from ..vtoonify_core.video.encode import EncodeSettings
+        from ..vtoonify_core.video.jobs import check_settings, job_settings, settings_hash
+
+        mode = inputs.crop_mode_of(crop_mode)
+        check_settings(mode, int(chunk_size), 1, int(face_padding))
+        if style is not None:
+            check_style(model, style, allow_schedule=True)
+        d_s = check_style_degree(float(style_degree)) if model.backbone == "dualstylegan" else float(style_degree)
+        settings = job_settings(model, source, Path("video.mp4"), style=style, style_id=int(style_id),
+                                color_transfer=bool(color_transfer), d_s=d_s, crop_mode=mode,
+                                face_padding=int(face_padding), chunk_size=int(chunk_size),
+                                encode=EncodeSettings(crf=int(crf)).resolve(".mp4"))
+        return settings_hash(settings)[:12]
+
+
+def _safe_stem(stem: str) -> str:
+    """A file-name stem of letters, digits, ``-`` and ``_`` only (at most 40 characters)."""
+    out = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:40].strip("_")
+    return out or "video"
+
+
+NODE_CLASS_MAPPINGS = {"VToonifyStylizeVideoFile": StylizeVideoFile, "VToonifyStylizeVideo": StylizeVideo}
+NODE_DISPLAY_NAME_MAPPINGS = {"VToonifyStylizeVideoFile": DISPLAY_NAME, "VToonifyStylizeVideo": VIDEO_DISPLAY_NAME}

@@ -7,9 +7,12 @@ Commands (run with any Python >= 3.10; this file needs only the standard library
     python scripts/comfy_host.py setup                # download + install once (cached, idempotent)
     python scripts/comfy_host.py start --port 8188    # start in the background, print the URL
     python scripts/comfy_host.py stop                 # stop the background server
+    python scripts/comfy_host.py run --new-frontend   # the same host with the newest frontend tested (1.58.1)
 
 The server computes on the GPU when the host venv's torch sees one (CUDA), else on the CPU;
-``run --cpu`` / ``start --cpu`` force the CPU. One base directory serves one server at a time
+``run --cpu`` / ``start --cpu`` force the CPU. ComfyUI 0.30 pins frontend 1.47.12; ``--new-frontend``
+serves the newer pinned ``comfyui-frontend-package`` wheel (``NEW_FRONTEND``, downloaded by ``setup``
+from PyPI, checked by SHA-256, unpacked once) through ComfyUI's ``--front-end-root``. One base directory serves one server at a time
 (two would share its database): ``run`` and ``start`` refuse a base that is already served.
 
 Where things live:
@@ -57,6 +60,10 @@ SOURCE_DIST_REQUIRES_PYTHON = "3.12"  # the sdist declares >=3.12; only its vend
 SOURCE_VENDOR_DIR = "vendor/ComfyUI"
 CONSTRAINTS = ("torch==2.13.0", "torchvision==0.28.0", "torchaudio==2.11.0")
 HOST_REVISION = 1  # bump whenever the setup recipe changes, so cached hosts are redone
+#: the newest comfyui-frontend-package the pack is tested with (tests/host/test_frontends.py), besides the
+#: 1.47.12 that ComfyUI 0.30 pins: (version, SHA-256 of its py3-none-any wheel on PyPI)
+NEW_FRONTEND = ("1.58.1", "37912597537a731a8f421179618a736c24184c5bdbfa327f38b2fb7c291852d9")
+FRONTEND_DIST = "comfyui-frontend-package"
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
 PACK_DIR_NAME = "comfyui-vtoonify"
@@ -250,6 +257,31 @@ def _install_requirements(host: Host, quiet: bool) -> None:
     _run(cmd, quiet)
 
 
+#: distributions that all install the same ``cv2`` package: two of them in one environment overwrite each
+#: other's files, and removing or upgrading one then breaks ``import cv2``
+OPENCV_DISTS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
+
+
+def _single_opencv(host: Host, quiet: bool) -> None:
+    """Leave one OpenCV distribution in the host venv: the pack requires ``opencv-python`` (as most packs
+    do); a host set up when it required ``opencv-python-headless`` has both, so the headless one is removed
+    and opencv-python reinstalled over the files the removal took."""
+    code = ("import importlib.metadata as m, json\nout = {}\n"
+            f"for d in {OPENCV_DISTS!r}:\n"
+            "    try:\n        out[d] = m.version(d)\n    except m.PackageNotFoundError:\n        pass\n"
+            "print(json.dumps(out))")
+    probe = _probe(host, code)
+    if probe.returncode != 0:
+        raise HostError(f"cannot list the OpenCV distributions of the host venv:\n{probe.stdout[-2000:]}")
+    installed = json.loads(probe.stdout.strip().splitlines()[-1])
+    if "opencv-python" not in installed or "opencv-python-headless" not in installed:
+        return
+    _log("removing opencv-python-headless beside opencv-python in the host venv (one cv2 only)", quiet)
+    _run([host.python, "-m", "pip", "uninstall", "-q", "-y", "opencv-python-headless"], quiet)
+    _run([host.python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
+          f"opencv-python=={installed['opencv-python']}"], quiet)
+
+
 def _probe(host: Host, code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONNOUSERSITE="1")
     env.pop("PYTHONPATH", None)
@@ -305,6 +337,57 @@ def _apply_cpu_workaround(host: Host, quiet: bool) -> None:
             raise HostError(f"{name} still does not import after the CPU workaround:\n{probe.stdout[-3000:]}")
 
 
+def frontend_root(home: Path, version: str = NEW_FRONTEND[0]) -> Path:
+    """Where :func:`ensure_frontend` unpacks a frontend's static files (the ``--front-end-root``)."""
+    return home / "frontends" / version
+
+
+def ensure_frontend(host: Host, quiet: bool = False) -> Path:
+    """The static folder of the pinned newer frontend (``NEW_FRONTEND``), downloaded and unpacked once.
+
+    The wheel comes from PyPI through the host's pip (``--no-deps``), is checked against the pinned
+    SHA-256, and only its ``comfyui_frontend_package/static/`` is unpacked (without source maps). Raises HostError."""
+    import zipfile
+
+    version, digest = NEW_FRONTEND
+    root = frontend_root(host.home, version)
+    if (root / "index.html").is_file():
+        return root
+    dl = host.home / "downloads"
+    dl.mkdir(parents=True, exist_ok=True)
+    wheel = dl / f"{FRONTEND_DIST.replace('-', '_')}-{version}-py3-none-any.whl"
+    if not (wheel.is_file() and _sha256(wheel) == digest):
+        wheel.unlink(missing_ok=True)
+        _log(f"downloading {FRONTEND_DIST}=={version} from PyPI", quiet)
+        _run([host.python, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+              f"{FRONTEND_DIST}=={version}", "-d", dl], quiet)
+        if not wheel.is_file():
+            raise HostError(f"pip download did not produce {wheel}")
+        if _sha256(wheel) != digest:
+            wheel.unlink()
+            raise HostError(f"{wheel.name}: SHA-256 does not match the pinned {digest}")
+    prefix = "comfyui_frontend_package/static/"
+    with tempfile.TemporaryDirectory(dir=host.home, prefix=".frontend-") as tmp:
+        with zipfile.ZipFile(wheel) as zf:
+            for info in zf.infolist():
+                rel = info.filename[len(prefix):] if info.filename.startswith(prefix) else None
+                if not rel or info.is_dir() or rel.endswith(".map"):  # source maps: half the size, unused
+                    continue
+                if rel.startswith("/") or ".." in Path(rel).parts:
+                    raise HostError(f"unexpected member in {wheel.name}: {info.filename}")
+                target = Path(tmp, "static", rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)
+        if not Path(tmp, "static", "index.html").is_file():
+            raise HostError(f"{wheel.name} has no {prefix}index.html")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(Path(tmp, "static"), root)
+    return root
+
+
 def setup(home: Path | None = None, python: str | None = None, quiet: bool = False, force: bool = False) -> Host:
     """Download, install and check the pinned ComfyUI host; fast no-op when already done.
 
@@ -312,10 +395,11 @@ def setup(home: Path | None = None, python: str | None = None, quiet: bool = Fal
     (default: the one running this). Raises :class:`HostError` on any failure.
     """
     host = _paths(home or default_home())
-    if not force and is_set_up(host.home):
+    if not force and is_set_up(host.home) and (frontend_root(host.home) / "index.html").is_file():
         return host
     with _setup_lock(host.home):
         if not force and is_set_up(host.home):
+            ensure_frontend(host, quiet)
             return host
         start = time.monotonic()
         _marker_path(host.home).unlink(missing_ok=True)
@@ -323,11 +407,13 @@ def setup(home: Path | None = None, python: str | None = None, quiet: bool = Fal
         sdist = _download_source(host, quiet)
         _extract_comfyui(host, sdist, quiet)
         _install_requirements(host, quiet)
+        _single_opencv(host, quiet)
         _apply_cpu_workaround(host, quiet)
-        check = _probe(host, "import torch, torchvision, torchaudio, aiohttp, comfyui_frontend_package; "
+        check = _probe(host, "import torch, torchvision, torchaudio, aiohttp, comfyui_frontend_package, cv2; "
                              "print(torch.__version__)")
         if check.returncode != 0:
             raise HostError(f"the host venv is incomplete:\n{check.stdout[-3000:]}")
+        ensure_frontend(host, quiet)
         marker = _expected_marker()
         marker["python"] = _probe(host, "import platform; print(platform.python_version())").stdout.strip()
         _marker_path(host.home).write_text(json.dumps(marker, indent=2) + "\n")
@@ -596,6 +682,13 @@ def _script_path() -> str:
         return __file__
 
 
+def _comfy_args(host: Host, args: argparse.Namespace) -> list[str]:
+    """ComfyUI's extra arguments: ``--front-end-root`` of the newer frontend with ``--new-frontend``, then the
+    user's arguments after ``--``."""
+    front = ["--front-end-root", str(ensure_frontend(host))] if getattr(args, "new_frontend", False) else []
+    return front + list(args.comfy_args or [])
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     """``setup``: make the cached host (idempotent)."""
     host = setup(python=args.python, force=args.force)
@@ -609,8 +702,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     base = Path(args.base).expanduser().resolve()
     refuse_if_served(base)
     host = setup(python=args.python)
-    server = start_server(host, base, args.port, args.models, args.copy_models, args.timeout, args.comfy_args,
-                          force_cpu=args.cpu)
+    server = start_server(host, base, args.port, args.models, args.copy_models, args.timeout,
+                          _comfy_args(host, args), force_cpu=args.cpu)
     _write_pid_file(base, server.proc.pid, server.port, server.log_path, "start")
     print(server.url, flush=True)
     _log(f"models folder: {base / 'models' / MODEL_FOLDER}", False)
@@ -651,7 +744,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if _port_in_use(port):
         raise HostError(f"port {port} on 127.0.0.1 is already in use (try --port 0)")
     url = f"http://127.0.0.1:{port}"
-    command = server_command(host, base, port, args.comfy_args, args.cpu)
+    command = server_command(host, base, port, _comfy_args(host, args), args.cpu)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     proc = subprocess.Popen(command, cwd=host.comfy_dir,
@@ -703,6 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server to answer")
         p.add_argument("--cpu", action="store_true",
                        help="compute on the CPU even when the host's torch sees a CUDA GPU (default: the GPU if any)")
+        p.add_argument("--new-frontend", action="store_true",
+                       help=f"serve frontend {NEW_FRONTEND[0]} (the newest tested) instead of the 1.47.12 that "
+                            f"ComfyUI {COMFYUI_VERSION} pins")
         p.add_argument("comfy_args", nargs=argparse.REMAINDER,
                        help="after '--': extra arguments for ComfyUI's main.py")
         p.set_defaults(func=func)

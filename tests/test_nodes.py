@@ -793,6 +793,11 @@ def test_speed_settings_give_the_same_images_and_leave_the_loader_model_alone(fa
     (same,) = speed(model, True, True, "auto", "off")  # the loader's own settings: the same computation
     images, *_ = stylize(same, frames32[:2], style, 0.5, "whole frame (pad to 8)", 2)
     assert torch.equal(images, default)
+    assert same.generator.reuse_host_memory and model.generator.reuse_host_memory
+    (no_reuse,) = speed(model, True, True, "auto", "off", reuse_cpu_memory=False)
+    assert not no_reuse.generator.reuse_host_memory and model.generator.reuse_host_memory
+    images, *_ = stylize(no_reuse, frames32[:2], style, 0.5, "whole frame (pad to 8)", 2)
+    assert torch.equal(images, default)  # where the memory comes from changes no value
 
     modes = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: modes.append(kw.get("mode")) or fn)

@@ -244,7 +244,8 @@ def loader_bundle_d(fake_comfy):
 def test_node_stylize_video_file(fake_comfy, loader_bundle_d, tmp_path, monkeypatch):
     monkeypatch.setenv("VTOONIFY_ALLOWED_DIRS", str(tmp_path))  # the clip is read from here by its absolute path
     node_module = fake_comfy.module("nodes.video")
-    assert node_module.NODE_CLASS_MAPPINGS == {"VToonifyStylizeVideoFile": node_module.StylizeVideoFile}
+    assert node_module.NODE_CLASS_MAPPINGS == {"VToonifyStylizeVideoFile": node_module.StylizeVideoFile,
+                                               "VToonifyStylizeVideo": node_module.StylizeVideo}
     assert node_module.NODE_DISPLAY_NAME_MAPPINGS["VToonifyStylizeVideoFile"] == "Stylize Video File (VToonify)"
     cls = node_module.StylizeVideoFile
     spec = cls.INPUT_TYPES()

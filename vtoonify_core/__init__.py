@@ -17,6 +17,8 @@ from .models import (ExStyles, FaceParserModel, VToonify, VToonifyModel, load_ex
 from .pipeline import ClipPlan, class_mask, color_map, parse, plan_clip, stylize, stylize_clip
 from .runtime import RunHooks, resolve_dtype
 from .styles import check_style, extract_style, style_from_image
+from .styles.text import edit_style_by_text
+from .clipmodels import load_clip
 from .temporal import deflicker, smooth_clip, smooth_parsing
 from .types import FaceParsing, StyleCode
 from .weights import read_checkpoint
@@ -31,4 +33,5 @@ __all__ = [
     "official_crop", "order_faces", "parse", "parse_frames", "paste_back", "pick_face", "plan_clip",
     "read_checkpoint", "register_backend", "resolve_dtype", "save_exstyles", "smooth_clip", "smooth_parsing",
     "style_from_image", "stylize", "stylize_clip", "window_geometry",
+    "edit_style_by_text", "load_clip",
 ]

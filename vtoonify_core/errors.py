@@ -30,6 +30,11 @@ class FaceBackendUnavailableError(VToonifyError, ImportError):
     """A face backend cannot run because its package (or model file) is not installed."""
 
 
+class PackageMissingError(VToonifyError, ImportError):
+    """An optional package a feature needs (``transformers``, ``open_clip_torch``) is not installed;
+    the message names it and the pip line."""
+
+
 class CheckpointError(VToonifyError, ValueError):
     """A checkpoint file is missing, unreadable, of the wrong kind or does not fit the network."""
 

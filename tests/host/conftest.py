@@ -15,6 +15,7 @@ Every test under tests/host/ is marked ``slow``.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import json
@@ -589,13 +590,13 @@ class ComfyPage:
         return path
 
 
-@pytest.fixture
-def browser_page(chromium_browser, comfy_server, request):
-    """A fresh :class:`ComfyPage` on the server's UI (blank workflow, first-run dialog closed); a
-    failing test gets a screenshot ``<test>-failed.png`` in tests/host/artifacts/."""
+@contextlib.contextmanager
+def open_comfy_page(chromium_browser, server: ComfyServer, name: str):
+    """A fresh :class:`ComfyPage` on ``server``'s UI (blank workflow, first-run dialog closed), requests
+    outside that server refused; its browser context is closed on exit."""
     context = chromium_browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
-    comfy_page = ComfyPage(page, comfy_server, request.node.name)
+    comfy_page = ComfyPage(page, server, name)
 
     def guard(route):
         host = urllib.parse.urlsplit(route.request.url).hostname
@@ -605,19 +606,27 @@ def browser_page(chromium_browser, comfy_server, request):
             comfy_page.external_requests.append(route.request.url)
             route.abort()
 
-    context.route(re.compile(r"^(?!http://127\.0\.0\.1:%d/)" % comfy_server.port), guard)
+    context.route(re.compile(r"^(?!http://127\.0\.0\.1:%d/)" % server.port), guard)
     try:
         try:
             comfy_page.open()
         except Exception:
-            comfy_page.screenshot(f"{request.node.name}-open-failed")
+            comfy_page.screenshot(f"{name}-open-failed")
             raise
+        yield comfy_page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def browser_page(chromium_browser, comfy_server, request):
+    """A fresh :class:`ComfyPage` on the server's UI (blank workflow, first-run dialog closed); a
+    failing test gets a screenshot ``<test>-failed.png`` in tests/host/artifacts/."""
+    with open_comfy_page(chromium_browser, comfy_server, request.node.name) as comfy_page:
         yield comfy_page
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
             comfy_page.screenshot(f"{request.node.name}-failed")
-    finally:
-        context.close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

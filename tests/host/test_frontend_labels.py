@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from test_workflows import THUMB_WIDTH
 from workflow_specs import EXAMPLE_CLIP, TITLES
 
 pytestmark = pytest.mark.slow
@@ -52,9 +53,15 @@ def test_templates_are_titled_under_extensions(comfy_server, browser_page):
     entry.click()
     cards = dialog.locator("[data-testid^=template-workflow-]")
     cards.first.wait_for(state="visible", timeout=20000)
-    page.wait_for_function("(n) => [...document.querySelectorAll('[role=dialog] [data-testid^=template-workflow-] img')]"
-                           ".filter((i) => i.complete && i.naturalWidth > 0).length >= n", arg=len(TITLES),
-                           timeout=20000)
+    thumbnails = {}  # the frontend shows a card's thumbnail only while the card is in view
+    for i in range(cards.count()):
+        card = cards.nth(i)
+        card.scroll_into_view_if_needed()
+        testid = card.get_attribute("data-testid")
+        page.wait_for_function("(id) => [...document.querySelectorAll(`[data-testid='${id}'] img`)]"
+                               ".some((i) => i.complete && i.naturalWidth > 0)", arg=testid, timeout=20000)
+        thumbnails[testid.replace("template-workflow-", "")] = card.evaluate(
+            "(c) => [...c.querySelectorAll('img')].map((i) => i.naturalWidth)")
     shown = page.evaluate("""() => [...document.querySelectorAll('[role=dialog] [data-testid^=template-workflow-]')].map((card) => {
         const name = card.dataset.testid.replace('template-workflow-', '');
         const title = [...card.querySelectorAll('[title]')].find((e) => e.textContent.trim() === e.getAttribute('title'));
@@ -65,18 +72,19 @@ def test_templates_are_titled_under_extensions(comfy_server, browser_page):
     browser_page.screenshot("templates")
     assert sorted(c["name"] for c in shown) == sorted(TITLES.values()), shown
     for card in shown:
-        assert card["title"] == card["name"], card  # the title, not a file stem like vtoonify_t_video
+        assert card["title"] == card["name"], card  # the title, not a file stem like vtoonify_video_frames
         assert not card["truncated"], f"the card title {card['title']!r} is cut off"
-        assert card["thumbnails"] and all(w > 0 for w in card["thumbnails"]), card
+        # its own thumbnail (800 px wide, workflows/<title>.jpg), not the frontend's default picture
+        assert thumbnails[card["name"]] == [THUMB_WIDTH], (card, thumbnails)
     # a card opens its workflow, named by its title
-    dialog.locator(f"[data-testid='template-workflow-{TITLES['vtoonify_t_video']}']").click()
+    dialog.locator(f"[data-testid='template-workflow-{TITLES['vtoonify_video_frames']}']").click()
     page.wait_for_function("() => app.graph._nodes.some((n) => n.type === 'VToonifyStylizeFrames')", timeout=20000)
-    tab = page.locator(".workflow-label", has_text=TITLES["vtoonify_t_video"])
-    assert tab.count() >= 1 and tab.first.inner_text().strip() == TITLES["vtoonify_t_video"]
-    # the workflow's Load Image shows its example clip, which this server's input/ does not have
-    missing_input = f"/api/view?type=input&filename={EXAMPLE_CLIP}&"
-    errors = [e for e in browser_page.unexpected_console_errors() if missing_input not in e]
-    assert errors == [], "\n".join(browser_page.console_errors)
+    tab = page.locator(".workflow-label", has_text=TITLES["vtoonify_video_frames"])
+    assert tab.count() >= 1 and tab.first.inner_text().strip() == TITLES["vtoonify_video_frames"]
+    # the workflow's Load Video shows its example clip, which the pack copied into input/ when it loaded
+    page.wait_for_function("(name) => app.graph._nodes.some((n) => n.type === 'LoadVideo' && "
+                           "n.widgets[0].value === name)", arg=EXAMPLE_CLIP, timeout=20000)
+    assert browser_page.unexpected_console_errors() == [], "\n".join(browser_page.console_errors)
     assert browser_page.external_requests == []
 
 

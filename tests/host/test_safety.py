@@ -27,7 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_workflows import load_ui, portrait, png_bytes, show_graph, workflow_env  # noqa: F401 (a fixture)
+from test_workflows import (  # noqa: F401 (a fixture)
+    LAYOUT_JS,
+    load_ui,
+    overlapping,
+    png_bytes,
+    portrait,
+    show_graph,
+    workflow_env,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +46,7 @@ DRIVE_MISSING = "vtoonify_t_pixar/vtoonify.pt"             # official, on Google
 DRIVE_T_PIXAR = "https://drive.google.com/drive/folders/19N4ddcTXhXbTEayTbrFc533EktbhOXMz"
 HF_PIXAR = "https://huggingface.co/PKUWilliamYang/VToonify/tree/main/models/vtoonify_d_pixar"
 LOADER_CHECKED = {"checkpoint", "style_encoder", "face_parser", "exstyle", "download_missing"}
-LAYOUT_TEMPLATES = ["vtoonify_t_video", "vtoonify_composite", "vtoonify_reference_style"]
+LAYOUT_TEMPLATES = ["vtoonify_composite", "vtoonify_reference_style"]
 
 
 def clip_frames(n: int = 3, size: int = 32) -> list[np.ndarray]:
@@ -300,31 +308,6 @@ def test_previews_follow_the_preview_method(guarded):
 
 
 # ---------------------------------------------------------------------------------------------- node sizes
-
-
-# Every node's canvas rectangle (title bar included) and how far its widgets reach.
-LAYOUT_JS = r"""
-() => {
-  const T = LiteGraph.NODE_TITLE_HEIGHT;
-  return window.app.graph.nodes.map((n) => ({
-    id: n.id, type: n.type, title: n.title, collapsed: !!n.flags?.collapsed,
-    rect: [n.pos[0], n.pos[1] - T, n.pos[0] + n.size[0], n.pos[1] + (n.flags?.collapsed ? 0 : n.size[1])],
-    height: n.size[1], previews: (n.imgs || []).length,
-    widgets_end: Math.max(0, ...(n.widgets || []).filter((w) => !w.hidden && w.computedHeight != null)
-                                 .map((w) => (w.y || 0) + w.computedHeight)),
-  }));
-}
-"""
-
-
-def overlapping(nodes: list[dict]) -> list[tuple[str, str]]:
-    out = []
-    for i, a in enumerate(nodes):
-        for b in nodes[i + 1:]:
-            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = a["rect"], b["rect"]
-            if min(ax1, bx1) > max(ax0, bx0) and min(ay1, by1) > max(ay0, by0):
-                out.append((a["title"], b["title"]))
-    return out
 
 
 @pytest.fixture

@@ -3,22 +3,24 @@
 Stand-in checkpoints are put into the server's ``models/vtoonify`` under the official names (VToonify-D
 cartoon and arcane with 317 and 100 exemplar styles, as the release has; the two with other weights), a
 tiny random Real-ESRGAN-compact model into ``models/upscale_models`` under the name the upscaler
-workflow uses, and the example images are
-uploaded through ``/upload/image`` under the names the workflows load (``skimage.data.astronaut()``
-at 256x256, a three-frame animated WebP of it, and a recoloured mirror image as the style reference).
-So every workflow runs exactly as shipped: nothing is substituted.
+workflow uses. The example inputs the workflows load are the pack's own (``example_inputs/``:
+``skimage.data.astronaut()`` at 256x256, an 8-frame MP4 of it with a sound track, and a recoloured
+mirror image as the style reference), copied into the server's input folder by the pack when it
+loaded. So every workflow runs exactly as shipped: nothing is substituted.
 
 * ``/object_info`` lists the pack's nodes with their inputs and outputs;
 * every API workflow runs through ``/prompt``; its outputs are fetched through ``/history`` and ``/view``
-  and checked (sizes: 4x the official face crop, or what the post-processing makes of it; contents);
+  and checked (sizes: 4x the official face crop, or what the post-processing makes of it; contents;
+  the videos' frame count, frame rate, sound track and duration, read with PyAV);
   the VToonify nodes that ran sent progress over ``/ws``;
 * invalid prompts get ComfyUI's validation error (HTTP 400 with ``node_errors``) and the server goes on;
 * the merge workflow's merges give model A at ratio 0 and model B at 1, pixel for pixel, and are not run
   again while their inputs stay the same; a merge saved by Save VToonify Model is listed by Load
   VToonify Model at once and loads back giving the same picture;
 * every UI workflow loads in headless Chromium with no missing node type and no unexpected console
-  error, ``app.graphToPrompt()`` gives exactly its API twin, and the Run button's prompt succeeds; a
-  screenshot of each loaded graph goes to ``tests/host/artifacts/workflow_<name>.png``.
+  error, ``app.graphToPrompt()`` gives exactly its API twin, the Run button's prompt succeeds, and
+  after the run no node is drawn over another; a screenshot of each graph after its run goes to
+  ``tests/host/artifacts/workflow_<name>.png``.
 
 The shipped files are generated from ``workflow_specs.py`` by the real frontend:
 ``VTOONIFY_WRITE_WORKFLOWS=1 pytest tests/host/test_workflows.py -k regenerate`` builds each graph in
@@ -31,6 +33,7 @@ import copy
 import io
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -44,6 +47,8 @@ from workflow_specs import (
     ENCODER,
     EXAMPLE_CLIP,
     EXAMPLE_IMAGE,
+    EXAMPLE_INPUTS,
+    KEYFRAMES,
     MERGE_PANELS,
     MERGE_SPACING,
     PARSER,
@@ -58,12 +63,13 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = REPO / "workflows"
+EXAMPLES_DIR = REPO / "example_inputs"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 API_DIR = WORKFLOW_DIR / "api"
 NAMES = list(WORKFLOWS)
 WRITE_ENV = "VTOONIFY_WRITE_WORKFLOWS"
 SIZE = 256              # example portrait side
-CLIP_FRAMES = 3
+CLIP_FRAMES, CLIP_RATE, CLIP_SECONDS = 8, 8, 1.0  # the shipped example clip (scripts/make_examples.py)
 N_STYLES = 317          # exemplar styles of the official vtoonify_d_cartoon
 N_STYLES_ARCANE = 100   # and of vtoonify_d_arcane
 THUMB_WIDTH, THUMB_QUALITY, THUMB_MAX_BYTES = 800, 72, 100_000
@@ -89,8 +95,11 @@ VTOONIFY_NODES = {
                             ["encoder", "modres", "fusion", "decoder_64", "decoder_128", "decoder_256", "decoder_512",
                              "decoder_1024", "mapping", "style_transforms"], ["VTOONIFY_MODEL"]),
     "VToonifySaveModel": (["vtoonify_model", "filename_prefix", "overwrite"], [], ["STRING"]),
+    "VToonifyStylizeVideo": (["vtoonify_model", "video", "style_degree", "batch_size", "crop_mode"],
+                             ["style", "style_id", "color_transfer", "face_padding", "chunk_size", "crf",
+                              "preview_frames"], ["VIDEO", "IMAGE"]),
 }
-OUTPUT_NODES = {"VToonifySaveModel"}
+OUTPUT_NODES = {"VToonifySaveModel", "VToonifyStylizeVideo"}
 PROGRESS_NODES = {"VToonifyFaceParse", "VToonifySmoothParsing", "VToonifyStylizeFrames"}
 
 # Builds a spec (workflow_specs.py) with the frontend's own LiteGraph classes and returns what the
@@ -184,26 +193,63 @@ BOX_JS = r"""
 # Everything drawn over the canvas (tabs, side bar, run button, minimap) is hidden for thumbnails.
 HIDE_OVERLAYS_CSS = "#graph-canvas-container > div.pointer-events-none { visibility: hidden !important; }"
 
+# Every node's canvas rectangle (title bar included) and how far its widgets reach.
+LAYOUT_JS = r"""
+() => {
+  const T = LiteGraph.NODE_TITLE_HEIGHT;
+  return window.app.graph.nodes.map((n) => ({
+    id: n.id, type: n.type, title: n.title, collapsed: !!n.flags?.collapsed,
+    rect: [n.pos[0], n.pos[1] - T, n.pos[0] + n.size[0], n.pos[1] + (n.flags?.collapsed ? 0 : n.size[1])],
+    height: n.size[1], previews: (n.imgs || []).length,
+    widgets_end: Math.max(0, ...(n.widgets || []).filter((w) => !w.hidden && w.computedHeight != null)
+                                 .map((w) => (w.y || 0) + w.computedHeight)),
+  }));
+}
+"""
+
+# Whether the frontend has put the images or videos these nodes (ids) output on them (as images,
+# or as a video/image preview widget).
+SHOWN_JS = r"""
+(ids) => ids.every((id) => {
+  const n = window.app.graph.getNodeById(Number(id));
+  if (!n) return true;
+  return (n.imgs || []).length > 0 || (n.widgets || []).some((w) => /preview|video/i.test(w.name || ''));
+})
+"""
+
+
+def overlapping(nodes: list[dict]) -> list[tuple[str, str]]:
+    """Pairs of node titles whose rectangles (title bars included) overlap."""
+    out = []
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = a["rect"], b["rect"]
+            if min(ax1, bx1) > max(ax0, bx0) and min(ay1, by1) > max(ay0, by0):
+                out.append((a["title"], b["title"]))
+    return out
+
 
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+def shipped(name: str) -> np.ndarray:
+    """A shipped example picture (``example_inputs/<name>``) as uint8 RGB."""
+    with Image.open(EXAMPLES_DIR / name) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def portrait(size: int = SIZE) -> np.ndarray:
-    """``skimage.data.astronaut()`` resized to ``size`` x ``size`` (uint8 RGB)."""
+    """``skimage.data.astronaut()`` resized to ``size`` x ``size`` (uint8 RGB); at 256 the shipped example."""
     from skimage import data
 
     return np.asarray(Image.fromarray(data.astronaut()).resize((size, size), Image.LANCZOS))
 
 
 def clip_frames() -> list[np.ndarray]:
-    """Three frames of a slowly panning view of the portrait."""
-    big = np.asarray(Image.fromarray(portrait(SIZE + 16)))
-    return [np.ascontiguousarray(big[2 * i:2 * i + SIZE, 4 * i:4 * i + SIZE]) for i in range(CLIP_FRAMES)]
+    """The frames of the example clip (8 frames of a slow pan over the portrait)."""
+    from vtoonify_core.video import iter_frames
 
-
-def reference_portrait() -> np.ndarray:
-    """The portrait mirrored with its colour channels rotated: another face, other colours."""
-    return np.ascontiguousarray(portrait()[:, ::-1, [2, 0, 1]])
+    return [f for _, f in iter_frames(EXAMPLES_DIR / EXAMPLE_CLIP)]
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -212,11 +258,29 @@ def png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def webp_clip_bytes(frames: list[np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    imgs = [Image.fromarray(f) for f in frames]
-    imgs[0].save(buf, "WEBP", save_all=True, append_images=imgs[1:], lossless=True, duration=40, loop=0)
-    return buf.getvalue()
+def video_facts(data: bytes) -> dict:
+    """Frame count (decoded), frame rate, size, audio streams and duration (container and video
+    stream) of an encoded video, read with PyAV."""
+    import av
+
+    with av.open(io.BytesIO(data)) as c:
+        vs = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(vs))
+        return {"frames": frames, "rate": vs.average_rate, "size": (vs.codec_context.height, vs.codec_context.width),
+                "audio": [(a.codec_context.name, a.codec_context.sample_rate) for a in c.streams.audio],
+                "duration": float(c.duration) / av.time_base if c.duration else None,
+                "video_duration": float(vs.duration * vs.time_base) if vs.duration else None}
+
+
+def assert_clip_kept(facts: dict, size: tuple[int, int] | None = None) -> None:
+    """Every frame, the frame rate, the sound track and the duration of the example clip."""
+    assert facts["frames"] == CLIP_FRAMES, facts
+    assert facts["rate"] == CLIP_RATE, facts
+    assert len(facts["audio"]) == 1 and facts["audio"][0][0] == "aac", facts
+    assert facts["video_duration"] == pytest.approx(CLIP_SECONDS, abs=1e-3), facts
+    assert facts["duration"] == pytest.approx(CLIP_SECONDS, abs=0.1), facts  # the AAC track's padding
+    if size is not None:
+        assert facts["size"] == size, facts
 
 
 def compact_upscaler(scale: int = 2, nf: int = 8, n_conv: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -332,10 +396,12 @@ def workflow_env(comfy_server, vtoonify_t_path, vtoonify_d_path, psp_path, bisen
     upscalers.mkdir(parents=True, exist_ok=True)
     torch.save(compact_upscaler(scale=2), upscalers / UPSCALER)
 
-    image, frames, reference = portrait(), clip_frames(), reference_portrait()
-    comfy_server.upload_image(png_bytes(image), EXAMPLE_IMAGE)
-    comfy_server.upload_image(webp_clip_bytes(frames), EXAMPLE_CLIP)
-    comfy_server.upload_image(png_bytes(reference), REFERENCE_IMAGE)
+    # the pack copied its example inputs into the input folder when it loaded
+    for name in EXAMPLE_INPUTS:
+        copied = comfy_server.base / "input" / name
+        assert copied.is_file() and copied.read_bytes() == (EXAMPLES_DIR / name).read_bytes(), name
+    image, frames, reference = shipped(EXAMPLE_IMAGE), clip_frames(), shipped(REFERENCE_IMAGE)
+    assert np.array_equal(image, portrait())  # the public-domain portrait, as scripts/make_examples.py made it
     return {"image": image, "frames": frames, "reference": reference,
             "portrait_out": face_output_size([image]), "clip_out": face_output_size(frames)}
 
@@ -349,9 +415,13 @@ def test_regenerate_workflows(workflow_env, browser_page):
     API_DIR.mkdir(parents=True, exist_ok=True)
     for name, spec in WORKFLOWS.items():
         built = browser_page.evaluate(BUILD_JS, spec)
-        workflow, output = json.loads(built["workflow"]), json.loads(built["output"])
+        workflow = json.loads(built["workflow"])
         workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-vtoonify/workflows/{name}"))
         ui_file(name, "json").write_text(json.dumps(workflow, indent=2, ensure_ascii=False) + "\n")
+        # the API twin of the saved workflow as loaded, as Export (API) gives it: a loaded Load Video
+        # has its player widget, which the frontend sends ("video-preview": "") and the server ignores
+        browser_page.load_graph(load_ui(name))
+        output = browser_page.graph_to_prompt()["output"]
         (API_DIR / f"{name}.json").write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
     for name in WORKFLOWS:
         write_thumbnail(browser_page, name)
@@ -404,7 +474,7 @@ def test_workflow_files_are_complete():
         loaders = nodes_of(api, "VToonifyLoadModel")
         assert loaders, name
         for node in loaders.values():
-            assert node["inputs"]["checkpoint"] in (T_CARTOON, D_CARTOON, D_ARCANE)
+            assert node["inputs"]["checkpoint"] in (D_CARTOON, D_ARCANE)  # on Hugging Face: the in-app download
             assert (node["inputs"]["style_encoder"], node["inputs"]["face_parser"]) == (ENCODER, PARSER)
             assert node["inputs"]["exstyle"] == "auto" and node["inputs"]["download_missing"] is False
         thumb = ui_file(name, "jpg")
@@ -450,19 +520,34 @@ def check_outputs(name: str, server, entry: dict, api: dict, env: dict) -> None:
     """Per-workflow checks of what the run saved and previewed."""
     h, w = env["portrait_out"]
     saves = nodes_of(api, "SaveImage")
-    if name == "vtoonify_t_video":
-        ch, cw = env["clip_out"]
-        frames = fetch_images(server, entry, node_by_title(api, "Save frames (PNG)"))
-        assert len(frames) == CLIP_FRAMES
-        for f in frames:
-            assert_picture(f, (ch, cw))
-        (webp,) = server.output_images(entry, node_by_title(api, "Save clip (animated WebP)"))
-        with Image.open(io.BytesIO(server.view(webp["filename"], webp["subfolder"]))) as im:
-            assert (im.format, im.n_frames, im.size) == ("WEBP", CLIP_FRAMES, (cw, ch))
-        parsing = fetch_images(server, entry, node_by_title(api, "Parsing maps"))
-        assert len(parsing) == CLIP_FRAMES and parsing[0].shape == (SIZE, SIZE, 3)
+    if name == "vtoonify_video_frames":
+        (saved,) = server.output_images(entry, node_by_title(api, "Save Video (mp4 with sound)"))
+        assert saved["filename"].endswith(".mp4") and saved["type"] == "output", saved
+        assert_clip_kept(video_facts(server.view(saved["filename"], saved["subfolder"])), env["clip_out"])
         (aligned,) = fetch_images(server, entry, node_by_title(api, "Aligned face"))
         assert aligned.shape == (256, 256, 3)
+    elif name == "vtoonify_video_stream":
+        (saved,) = server.output_images(entry, node_by_title(api, "Save Video (mp4 with sound)"))
+        assert_clip_kept(video_facts(server.view(saved["filename"], saved["subfolder"])), env["clip_out"])
+        (stylize,) = nodes_of(api, "VToonifyStylizeVideo")
+        (shown,) = server.output_images(entry, stylize)  # the node's own preview: its MP4 in the temp folder
+        assert shown["type"] == "temp" and shown["subfolder"] == "vtoonify" and shown["filename"].endswith(".mp4")
+        assert_clip_kept(video_facts(server.view(shown["filename"], shown["subfolder"], "temp")), env["clip_out"])
+        previews = fetch_images(server, entry, node_by_title(api, "Stylized frames (first to last)"))
+        assert len(previews) == 4 and all(p.shape[:2] == env["clip_out"] for p in previews)
+    elif name == "vtoonify_style_keyframes":
+        (path_node,) = [nid for nid in nodes_of(api, "PreviewAny") if api[nid]["_meta"]["title"] == "Written video"]
+        (written,) = entry["outputs"][path_node]["text"]
+        assert written.endswith("vtoonify/vtoonify_example_clip_keyframes.mp4"), written
+        assert_clip_kept(video_facts(Path(written).read_bytes()), env["clip_out"])
+        info = " ".join(entry["outputs"][node_by_title(api, "schedule_info")]["text"])
+        assert "style keyframes (3;" in info and KEYFRAMES.count(":") == 3, info
+        for line in ("frame 0: ", "style degree 0.3", "frame 4: ", "frame 7: ", "style degree 0.8"):
+            assert line in info, info
+        previews = fetch_images(server, entry, node_by_title(api, "Stylized frames (first to last)"))
+        assert len(previews) == 4
+        # the style changes over the clip: the first and last frames differ far more than the pan explains
+        assert np.abs(previews[0].astype(float) - previews[-1].astype(float)).mean() > 2.0
     elif name == "vtoonify_d_exemplar":
         (plain,) = fetch_images(server, entry, node_by_title(api, "Save (face colours)"))
         (color,) = fetch_images(server, entry, node_by_title(api, "Save (exemplar colours)"))
@@ -534,6 +619,8 @@ def check_outputs(name: str, server, entry: dict, api: dict, env: dict) -> None:
         for i in range(len(panels)):
             for j in range(i):
                 assert np.abs(panels[i].astype(float) - panels[j].astype(float)).mean() > 0.5, (i, j)
+        (text,) = entry["outputs"][next(iter(nodes_of(api, "VToonifySaveModel")))]["text"]
+        assert "vtoonify_merged/shapes_a_textures_b.safetensors" in text, text
     else:  # pragma: no cover - a new workflow needs its checks
         raise AssertionError(f"no output checks for {name}")
 
@@ -551,7 +638,7 @@ def test_api_workflow_runs(name, workflow_env, comfy_server):
     for nid in ran:
         if api[nid]["class_type"] in PROGRESS_NODES:
             assert nid in progressed, f"{api[nid]['class_type']} ({nid}) ran without progress messages"
-    if name == "vtoonify_t_video":  # the first workflow runs all of them
+    if name == "vtoonify_video_frames":  # the first workflow runs all of them
         kinds = {api[nid]["class_type"] for nid in progressed}
         assert PROGRESS_NODES <= kinds, kinds
         steps = [m["data"] for m in comfy_server.messages(prompt_id, "progress")
@@ -621,10 +708,16 @@ def test_ui_workflow_loads_converts_and_runs(name, workflow_env, browser_page, c
     assert browser_page.page.locator("[role=dialog]").count() == 0, "loading the workflow opened a dialog"
     assert browser_page.evaluate("() => window.app.graph.nodes.length") == len(ui["nodes"])
     assert browser_page.graph_to_prompt()["output"] == api
-    browser_page.screenshot(f"workflow_{name}")
     entry = comfy_server.wait(browser_page.queue_prompt(), timeout=300)
-    for nid in nodes_of(api, "SaveImage"):
-        assert comfy_server.output_images(entry, nid), f"SaveImage {nid} saved nothing"
+    for nid in [*nodes_of(api, "SaveImage"), *nodes_of(api, "SaveVideo")]:
+        assert comfy_server.output_images(entry, nid), f"{api[nid]['class_type']} {nid} saved nothing"
+    # every result is drawn on its node (images, videos, texts), and no node is drawn over another
+    shown = sorted(nid for nid, out in entry["outputs"].items() if out.get("images"))
+    browser_page.page.wait_for_function(SHOWN_JS, arg=shown, timeout=30000)
+    browser_page.page.wait_for_timeout(1000)  # drawn: the frontend lays the widgets out as it draws
+    browser_page.screenshot(f"workflow_{name}")
+    layout = browser_page.evaluate(LAYOUT_JS)
+    assert overlapping(layout) == [], overlapping(layout)
     assert browser_page.unexpected_console_errors() == [], "\n".join(browser_page.console_errors)
 
 
@@ -737,3 +830,45 @@ def test_saved_merge_is_listed_and_loads_back_equal(workflow_env, comfy_server):
     entry = comfy_server.run_prompt(copy.deepcopy(api), timeout=600)
     assert "already saved (same weights)" in entry["outputs"]["90"]["text"][0]
     assert (folder / "vtoonify_s_d.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_stylize_video_from_frames_in_memory_cancelled_and_resumed(workflow_env, comfy_server):
+    """Stylize Video on a VIDEO held in memory (Load Video -> Get Video Components -> Create Video with
+    the clip's fps and audio): cancelled after its first chunk, it leaves that chunk in the output
+    folder; queued again it continues from there, and the video Save Video writes has every frame, the
+    frame rate, the sound and the duration of the clip."""
+    api = load_api("vtoonify_video_stream")
+    (load,) = nodes_of(api, "LoadVideo")
+    (stylize,) = nodes_of(api, "VToonifyStylizeVideo")
+    (save,) = nodes_of(api, "SaveVideo")
+    api["90"] = {"class_type": "GetVideoComponents", "inputs": {"video": [load, 0]}}
+    api["91"] = {"class_type": "CreateVideo", "inputs": {"images": ["90", 0], "audio": ["90", 1], "fps": ["90", 2],
+                                                         "bit_depth": 8}}
+    api[stylize]["inputs"].update(video=["91", 0], chunk_size=2)
+    api[save]["inputs"]["filename_prefix"] = "vtoonify/video_in_memory"
+
+    def stylize_progress(prompt_id: str) -> list[int]:
+        return [m["data"]["value"] for m in comfy_server.messages(prompt_id, "progress")
+                if m["data"]["node"] == stylize]
+
+    first = comfy_server.post_prompt(copy.deepcopy(api))
+    deadline = time.monotonic() + 300
+    while not any(v >= 2 for v in stylize_progress(first)):  # the first chunk (2 frames) is stylized
+        assert time.monotonic() < deadline, "Stylize Video made no progress"
+        time.sleep(0.05)
+    comfy_server.post_json("/interrupt", {})
+    entry = comfy_server.wait(first, timeout=300, check=False)
+    assert entry["status"]["status_str"] == "error", "the run was not cancelled"
+    folder = comfy_server.base / "output" / "vtoonify"
+    manifests = [json.loads((p / "manifest.json").read_text())
+                 for p in folder.glob(".*.vtoonify") if (p / "manifest.json").is_file()]
+    # the source: the clip written losslessly from Create Video's frames and audio into the temp folder
+    (manifest,) = [m for m in manifests if Path(m["source"]).name.startswith("frames_")]
+    assert manifest["chunks"][0]["done"] and not all(c["done"] for c in manifest["chunks"])
+
+    second = comfy_server.post_prompt(copy.deepcopy(api))
+    entry = comfy_server.wait(second, timeout=300)
+    values = stylize_progress(second)
+    assert values[0] >= 2 and values[-1] == CLIP_FRAMES, values  # continued after the finished chunk
+    (saved,) = comfy_server.output_images(entry, save)
+    assert_clip_kept(video_facts(comfy_server.view(saved["filename"], saved["subfolder"])), workflow_env["clip_out"])

@@ -29,20 +29,30 @@ ENCODER = "encoder.pt"
 PARSER = "faceparsing.pth"
 UPSCALER = "RealESRGAN_x2plus.pth"
 EXAMPLE_IMAGE = "vtoonify_example.png"
-EXAMPLE_CLIP = "vtoonify_example_clip.webp"
+EXAMPLE_CLIP = "vtoonify_example_clip.mp4"
 REFERENCE_IMAGE = "vtoonify_reference.png"
+#: the example inputs the pack ships (example_inputs/) and copies into ComfyUI's input folder
+EXAMPLE_INPUTS = (EXAMPLE_IMAGE, EXAMPLE_CLIP, REFERENCE_IMAGE)
+#: Load VToonify Model in the templates: VToonify-D, which the in-app download fetches (Hugging Face)
+DEFAULT_CHECKPOINT = D_CARTOON
 
 # LiteGraph's group colours (LGraphCanvas.node_colors[...].groupcolor)
 BLUE, GREEN, YELLOW, PURPLE, CYAN, BROWN = "#88A", "#8A8", "#b58b2a", "#a1309b", "#3f789e", "#b06634"
 
 MODELS_TEXT = (
-    "**Model files** go into `ComfyUI/models/vtoonify/`, in the official layout: `encoder.pt`, "
-    "`faceparsing.pth`, `vtoonify_d_<style>/vtoonify_s_d.pt` + `exstyle_code.npy` from the Hugging Face "
-    "repository [PKUWilliamYang/VToonify](https://huggingface.co/PKUWilliamYang/VToonify/tree/main/models) "
-    "(folder `models/`; **download_missing** in *Load VToonify Model* fetches these, needs `huggingface_hub`), "
-    "and `vtoonify_t_<style>/vtoonify.pt` from the Google Drive folders linked in the official README "
-    "(VToonify-T is not on Hugging Face). The loader's description lists every official checkpoint.\n\n"
-    "**precision** `auto`: fp16 on CUDA GPUs that run it fast, bf16 on CPUs with AMX, else fp32.")
+    "**Model files** go into `ComfyUI/models/vtoonify/`, in the official layout. This workflow uses "
+    "VToonify-D: `vtoonify_d_cartoon/vtoonify_s_d.pt` + `exstyle_code.npy`, with `encoder.pt` and "
+    "`faceparsing.pth`; all of them are in the Hugging Face repository "
+    "[PKUWilliamYang/VToonify](https://huggingface.co/PKUWilliamYang/VToonify/tree/main/models), and "
+    "**Download** on *Load VToonify Model* fetches them (or tick **download_missing**; needs `huggingface_hub`).\n\n"
+    "**VToonify-T** checkpoints (`vtoonify_t_cartoon/vtoonify.pt`, `vtoonify_t_caricature/vtoonify.pt`, "
+    "`vtoonify_t_arcane/vtoonify.pt`, `vtoonify_t_comic/vtoonify.pt`, `vtoonify_t_pixar/vtoonify.pt`) are on "
+    "Google Drive only (folders linked in the official README): download them by hand into those folders, "
+    "then choose one in *checkpoint*. The loader's description lists every official checkpoint.\n\n"
+    "**precision** `auto`: fp16 on CUDA GPUs that run it fast, bf16 on CPUs with AMX, else fp32.\n\n"
+    "**Example inputs** (`vtoonify_example.png`, `vtoonify_example_clip.mp4`, `vtoonify_reference.png`: "
+    "NASA's public-domain astronaut portrait from scikit-image) are copied into ComfyUI's input folder by the "
+    "pack; replace them with your own.")
 
 #: white pixels between the panels of the merge workflow (Stitch Images)
 MERGE_SPACING = 16
@@ -98,62 +108,201 @@ def _save(prefix: str, title: str) -> dict:
     return {"type": "SaveImage", "title": title, "width": 320, "height": 300, "widgets": {"filename_prefix": prefix}}
 
 
-# ---------------------------------------------------------------------------------------------- (1) video, VToonify-T
+# ---------------------------------------------------------------------------------------------- (1) video, frame by frame
 
-T_VIDEO = {
+VIDEO_SAVE_TEXT = ("**Save Video** writes an MP4 (H.264 + AAC) into `ComfyUI/output/vtoonify/` and shows it on the "
+                   "node.")
+
+
+def _load_video(title: str = "Load Video (mp4 with sound)") -> dict:
+    return {"type": "LoadVideo", "title": title, "width": 300, "height": 330, "widgets": {"file": EXAMPLE_CLIP}}
+
+
+def _save_video(prefix: str, title: str) -> dict:
+    return {"type": "SaveVideo", "title": title, "width": 320, "height": 380,
+            "widgets": {"filename_prefix": prefix, "format": "mp4"}}
+
+
+VIDEO_FRAMES = {
     "nodes": {
         "note": _note(
-            "## Portrait video with VToonify-T\n\n"
-            "1. **Load Image** an animated WebP, GIF or PNG: every frame becomes one image of the batch "
-            "(frames of another size are skipped). A single portrait works too. For a video file use "
-            "*Load Video* + *Get Video Components* (core) instead and connect their `images`.\n"
-            "2. **Extract Style Code** reads the face in the first frame (pSp encoder).\n"
-            "3. **Face Parse** + **Smooth Parsing** parse every frame and average the maps along the optical "
-            "flow of neighbouring frames (paper, Sec. 4.1): less flicker around hair and face edges. "
-            "Disconnect *face_parsing* from Stylize Frames for the official per-crop parsing.\n"
-            "4. **Stylize Frames** crops every frame like the first one and toonifies the clip "
-            "(`batch_size` frames at a time; Cancel stops between chunks).\n"
-            "5. The frames are saved as PNGs and as an animated WebP.\n\n" + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT,
-            height=560),
-        "clip": _load_image(EXAMPLE_CLIP, "Load clip (animated WebP / GIF / PNG)"),
-        "loader": _loader(T_CARTOON),
+            "## Video with sound, frame by frame\n\n"
+            "1. **Load Video** reads an MP4 (or MOV, MKV, WebM); **Get Video Components** gives its frames "
+            "(`images`), its sound (`audio`) and its frame rate (`fps`).\n"
+            "2. **Extract Style Code** reads the face in the first frame (pSp encoder; exemplar `style_id` 26).\n"
+            "3. **Face Parse** + **Smooth Parsing** parse every frame and average the maps along the optical flow "
+            "of neighbouring frames (paper, Sec. 4.1): less flicker around hair and face edges.\n"
+            "4. **Stylize Frames** crops every frame like the first one and toonifies the clip (`batch_size` "
+            "frames at a time; Cancel stops between chunks). **VToonify Deflicker** blends each stylized frame "
+            "with the previous one warped along the motion of the input frames (`guide_images`).\n"
+            "5. **Create Video** puts the frames back together with the clip's own `fps` and `audio`: every frame, "
+            "the frame rate and the sound are kept. " + VIDEO_SAVE_TEXT + "\n\n"
+            "Every frame is held in memory (input and stylized): for long videos use the streamed template "
+            "(*Long video with sound, streamed*).\n\n" + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT,
+            height=780),
+        "video": _load_video(),
+        "components": {"type": "GetVideoComponents", "width": 300},
+        "loader": _loader(DEFAULT_CHECKPOINT),
         "extract": _extract(),
         "aligned": {"type": "PreviewImage", "title": "Aligned face", "width": 240, "height": 260},
         "parse": {"type": "VToonifyFaceParse", "width": 300},
         "smooth": {"type": "VToonifySmoothParsing", "width": 300,
                    "widgets": {"k": 5, "sigma_t": 5.5, "sigma_s": 0.2, "flow": "dis"}},
-        "parsing_preview": {"type": "PreviewImage", "title": "Parsing maps", "width": 240, "height": 260},
         "stylize": _stylize(),
-        "save": _save("vtoonify/t_video", "Save frames (PNG)"),
-        "save_webp": {"type": "SaveAnimatedWEBP", "title": "Save clip (animated WebP)", "width": 320,
-                      "height": 330, "widgets": {"filename_prefix": "vtoonify/t_video", "fps": 24.0,
-                                                 "lossless": False, "quality": 90, "method": "default"}},
+        "deflicker": {"type": "VToonifyDeflicker", "width": 300,
+                      "widgets": {"strength": 0.5, "flow": "dis", "flow_scale": 0.5}},
+        "create": {"type": "CreateVideo", "width": 300},
+        "save": _save_video("vtoonify/video_frames", "Save Video (mp4 with sound)"),
     },
     "links": [
+        ("video", "VIDEO", "components", "video"),
         ("loader", "vtoonify_model", "extract", "vtoonify_model"),
-        ("clip", "IMAGE", "extract", "image"),
+        ("components", "images", "extract", "image"),
         ("extract", "aligned_face", "aligned", "images"),
         ("loader", "face_parser", "parse", "face_parser"),
-        ("clip", "IMAGE", "parse", "images"),
+        ("components", "images", "parse", "images"),
         ("parse", "face_parsing", "smooth", "face_parsing"),
-        ("clip", "IMAGE", "smooth", "images"),
-        ("parse", "parsing_image", "parsing_preview", "images"),
+        ("components", "images", "smooth", "images"),
         ("loader", "vtoonify_model", "stylize", "vtoonify_model"),
-        ("clip", "IMAGE", "stylize", "images"),
+        ("components", "images", "stylize", "images"),
         ("extract", "style", "stylize", "style"),
         ("smooth", "face_parsing", "stylize", "face_parsing"),
-        ("stylize", "images", "save", "images"),
-        ("stylize", "images", "save_webp", "images"),
+        ("stylize", "images", "deflicker", "images"),
+        ("components", "images", "deflicker", "guide_images"),
+        ("deflicker", "images", "create", "images"),
+        ("components", "fps", "create", "fps"),
+        ("components", "audio", "create", "audio"),
+        ("create", "VIDEO", "save", "video"),
     ],
     "columns": [
         [{"group": None, "nodes": ["note"]}],
-        [{"group": "1. Input clip", "color": BLUE, "nodes": ["clip"]},
+        # Load Video's player takes the node's height once the clip is loaded: nothing right below it
+        [{"group": "1. Input video", "color": BLUE, "nodes": ["video"]},
          {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
-        [{"group": "2. Style code (first frame)", "color": PURPLE, "nodes": ["extract", "aligned"]}],
+        [{"group": "1. Frames, sound, fps", "color": BLUE, "nodes": ["components"]},
+         {"group": "2. Style code (first frame)", "color": PURPLE, "nodes": ["extract", "aligned"]}],
         [{"group": "3. Parsing, smoothed over time", "color": CYAN, "nodes": ["parse", "smooth"]}],
-        [{"group": None, "nodes": ["parsing_preview"]}],
-        [{"group": "4. Stylize", "color": GREEN, "nodes": ["stylize"]},
-         {"group": "5. Save", "color": YELLOW, "nodes": ["save", "save_webp"]}],
+        [{"group": "4. Stylize, deflicker", "color": GREEN, "nodes": ["stylize", "deflicker"]}],
+        [{"group": "5. Video with the clip's fps and sound", "color": YELLOW, "nodes": ["create", "save"]}],
+    ],
+}
+
+# ---------------------------------------------------------------------------------------------- (1b) video, streamed
+
+VIDEO_STREAM = {
+    "nodes": {
+        "note": _note(
+            "## Long video with sound, streamed\n\n"
+            "**Stylize Video** takes a VIDEO and returns a VIDEO: it decodes a chunk of frames (`chunk_size`), "
+            "stylizes and encodes it, then the next, so memory stays flat however long the video is. The frame "
+            "count, frame rate, sound and duration are kept.\n\n"
+            "* The crop (face mode) and the style code come from the first frame with a face (`style_id`, "
+            "`color_transfer`); connect a style (Extract Style Code, Style Mix, Style Keyframes, ...) to "
+            "choose another.\n"
+            "* **VToonify Speed Settings** bakes the style into the decoder and folds the up-sampling: the same "
+            "picture, faster (`compile` helps on GPUs).\n"
+            "* Cancel stops after the current chunk; queue the same prompt again and it continues from there "
+            "(finished chunks are kept in `ComfyUI/output/vtoonify/`).\n"
+            "* The result is an MP4 in ComfyUI's temp folder: " + VIDEO_SAVE_TEXT + " Connect *Get Video "
+            "Components* to get its frames.\n\n" + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT,
+            height=700),
+        "video": _load_video(),
+        "loader": _loader(DEFAULT_CHECKPOINT),
+        "speed": {"type": "VToonifySpeedSettings", "width": 300,
+                  "widgets": {"bake_style": True, "channels_last": True, "fold_upsampling": "auto",
+                              "compile": "off"}},
+        "stylize": {"type": "VToonifyStylizeVideo", "width": 320, "widgets": {
+            "style_degree": 0.5, "batch_size": 4, "crop_mode": "face (official crop)", "style_id": 26,
+            "color_transfer": False, "face_padding": 200, "chunk_size": 32, "crf": 18, "preview_frames": 4}},
+        "previews": {"type": "PreviewImage", "title": "Stylized frames (first to last)", "width": 260,
+                     "height": 280},
+        "save": _save_video("vtoonify/video_stream", "Save Video (mp4 with sound)"),
+    },
+    "links": [
+        ("loader", "vtoonify_model", "speed", "vtoonify_model"),
+        ("speed", "vtoonify_model", "stylize", "vtoonify_model"),
+        ("video", "VIDEO", "stylize", "video"),
+        ("stylize", "previews", "previews", "images"),
+        ("stylize", "video", "save", "video"),
+    ],
+    "columns": [
+        [{"group": None, "nodes": ["note"]}],
+        [{"group": "Input video", "color": BLUE, "nodes": ["video"]},
+         {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
+        [{"group": "Same picture, faster", "color": CYAN, "nodes": ["speed"]},
+         # the node shows its video when it has run: nothing below it
+         {"group": "Stylize, chunk by chunk", "color": GREEN, "nodes": ["stylize"]}],
+        [{"group": None, "nodes": ["previews"]},
+         {"group": "Save", "color": YELLOW, "nodes": ["save"]}],
+    ],
+}
+
+# ---------------------------------------------------------------------------------------------- (1c) keyframed styles
+
+#: the keyframes of the keyframed-styles template (over the 8 frames of the example clip)
+KEYFRAMES = "0:A@0.3, 4:C, 7:B@0.8"
+
+STYLE_KEYFRAMES = {
+    "nodes": {
+        "note": _note(
+            "## Styles changing over a video\n\n"
+            "Three VToonify-D style codes, turned into keyframes:\n"
+            "* **A**: the exemplar style 26 with the face's colours (**Extract Style Code** on the portrait);\n"
+            "* **B**: a new exemplar made from any picture (**Exemplar Style From Image** on the reference "
+            "portrait; its structure and, with `color_transfer`, its colours; `refine_steps` optimises the code "
+            "through DualStyleGAN);\n"
+            "* **C**: **Style Mix** of A and B on the colour layers 7-17 (`blend` 0.5).\n\n"
+            "**Style Keyframes** `" + KEYFRAMES + "`: style A at frame 0 (degree 0.3), C at frame 4, B at frame "
+            "7 (degree 0.8); codes and degrees are interpolated in between.\n\n"
+            "**Stylize Video File** streams a video given by its file name (a file of ComfyUI's input folder, or "
+            "an allowed absolute path) into `ComfyUI/output/<output_name>`, chunk by chunk, with its sound, and "
+            "returns the written file's path. It suits batch scripts (`workflows/api/`); in a graph, *Stylize "
+            "Video* takes Load Video's VIDEO instead.\n\n" + MODELS_TEXT, height=720),
+        "image": _load_image(EXAMPLE_IMAGE, "Load portrait (style A)"),
+        "reference": _load_image(REFERENCE_IMAGE, "Load reference (style B)"),
+        "loader": _loader(DEFAULT_CHECKPOINT),
+        "extract": _extract(26, False, "Extract Style Code (A)"),
+        "exemplar": {"type": "VToonifyExemplarStyle", "title": "Exemplar Style From Image (B)", "width": 320,
+                     "widgets": {"color_transfer": True, "refine_steps": 0, "learning_rate": 0.05,
+                                 "refine_resolution": "256", "loss": "l2"}},
+        "mix": {"type": "VToonifyStyleMix", "title": "Style Mix (C: A + B colours)", "width": 300,
+                "widgets": {"blend": 0.5, "layers": "colour (7-17)", "first_layer": 0, "last_layer": 17}},
+        "keyframes": {"type": "VToonifyStyleKeyframes", "width": 300, "widgets": {"keyframes": KEYFRAMES}},
+        "schedule_info": {"type": "PreviewAny", "title": "schedule_info", "width": 300, "height": 140},
+        "stylize": {"type": "VToonifyStylizeVideoFile", "width": 340, "widgets": {
+            "video_path": EXAMPLE_CLIP, "output_name": "vtoonify/%stem%_keyframes.mp4", "style_degree": 0.5,
+            "batch_size": 4, "crop_mode": "face (official crop)", "style_id": 26, "color_transfer": False,
+            "face_padding": 200, "chunk_size": 32, "crf": 18, "preview_frames": 4}},
+        "path": {"type": "PreviewAny", "title": "Written video", "width": 340, "height": 110},
+        "previews": {"type": "PreviewImage", "title": "Stylized frames (first to last)", "width": 260,
+                     "height": 280},
+    },
+    "links": [
+        ("loader", "vtoonify_model", "extract", "vtoonify_model"),
+        ("image", "IMAGE", "extract", "image"),
+        ("loader", "vtoonify_model", "exemplar", "vtoonify_model"),
+        ("reference", "IMAGE", "exemplar", "reference"),
+        ("image", "IMAGE", "exemplar", "face"),
+        ("extract", "style", "mix", "style_a"),
+        ("exemplar", "style", "mix", "style_b"),
+        ("extract", "style", "keyframes", "style_a"),
+        ("exemplar", "style", "keyframes", "style_b"),
+        ("mix", "style", "keyframes", "style_c"),
+        ("keyframes", "schedule_info", "schedule_info", "source"),
+        ("loader", "vtoonify_model", "stylize", "vtoonify_model"),
+        ("keyframes", "style", "stylize", "style"),
+        ("stylize", "video_path", "path", "source"),
+        ("stylize", "previews", "previews", "images"),
+    ],
+    "columns": [
+        [{"group": None, "nodes": ["note"]}],
+        [{"group": "Inputs", "color": BLUE, "nodes": ["image", "reference"]},
+         {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
+        [{"group": "Styles A, B and C", "color": PURPLE, "nodes": ["extract", "exemplar", "mix"]}],
+        [{"group": "Keyframes", "color": PURPLE, "nodes": ["keyframes", "schedule_info"]}],
+        [{"group": None, "nodes": ["path", "previews"]}],
+        # the node shows the written video when it has run: nothing below it
+        [{"group": "Stylize the video file", "color": GREEN, "nodes": ["stylize"]}],
     ],
 }
 
@@ -306,7 +455,7 @@ def _composite_spec(hair_skin: bool) -> dict:
             "image": _load_image(EXAMPLE_IMAGE, "Load portrait"),
             "upscale": {"type": "ImageScaleBy", "title": "Upscale original (lanczos 2x)", "width": 300,
                         "widgets": {"upscale_method": "lanczos", "scale_by": 2.0}},
-            "loader": _loader(T_CARTOON),
+            "loader": _loader(DEFAULT_CHECKPOINT),
             "extract": _extract(26, False),
             "stylize": _stylize(0.5),
             "fit": {"type": "ImageScale", "title": "Scale stylized to the box", "width": 300,
@@ -456,7 +605,7 @@ REFERENCE_STYLE = {
             "versa.\n\n" + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT, height=520),
         "image": _load_image(EXAMPLE_IMAGE, "Load portrait (to stylize)"),
         "reference": _load_image(REFERENCE_IMAGE, "Load reference portrait (style)"),
-        "loader": _loader(T_CARTOON),
+        "loader": _loader(DEFAULT_CHECKPOINT),
         "extract": _extract(26, False, "Extract Style Code (reference)"),
         "aligned": {"type": "PreviewImage", "title": "Aligned reference face", "width": 240, "height": 260},
         "stylize": _stylize(0.5),
@@ -510,9 +659,10 @@ MERGE_STYLES = {
             "4. **B** (arcane) as loaded.\n\n"
             "Each model extracts its own style code (exemplar 26; a merged model has the exemplars of `exstyles`). "
             "The encoder, face parser and precision of a merge are model A's. A merged model is a new network as "
-            "large as one checkpoint. To keep one, add **Save VToonify Model** after the merge: it writes "
-            "`models/vtoonify/<filename_prefix>.safetensors`, which Load VToonify Model lists (press R to "
-            "refresh).\n\n" + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT, height=700),
+            "large as one checkpoint. **Save VToonify Model** keeps one: here the *A's shapes, B's textures* "
+            "merge, written as `models/vtoonify/vtoonify_merged/shapes_a_textures_b.safetensors`, which Load "
+            "VToonify Model lists at once (with `overwrite` off an existing file with other weights is refused, "
+            "not replaced).\n\n" + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT, height=760),
         "image": _load_image(EXAMPLE_IMAGE, "Load portrait"),
         "loader_a": {**_loader(D_CARTOON), "title": "Load VToonify Model (A: cartoon)"},
         "loader_b": {**_loader(D_ARCANE), "title": "Load VToonify Model (B: arcane)"},
@@ -524,6 +674,9 @@ MERGE_STYLES = {
         "stitch_2": _stitch("Stitch Images (+ shapes/textures)"),
         "stitch_3": _stitch("Stitch Images (+ B)"),
         "save": _save("vtoonify/merge_styles", "Save side by side"),
+        "save_model": {"type": "VToonifySaveModel", "title": "Save VToonify Model (A's shapes, B's textures)",
+                       "width": 320, "widgets": {"filename_prefix": "vtoonify_merged/shapes_a_textures_b",
+                                                 "overwrite": False}},
     },
     "links": [
         ("loader_a", "vtoonify_model", "merge_half", "model_a"),
@@ -541,12 +694,14 @@ MERGE_STYLES = {
         ("stitch_2", "IMAGE", "stitch_3", "image1"),
         ("stylize_b", "images", "stitch_3", "image2"),
         ("stitch_3", "IMAGE", "save", "images"),
+        ("merge_swap", "vtoonify_model", "save_model", "vtoonify_model"),
     ],
     "columns": [
         [{"group": None, "nodes": ["note"]}],
         [{"group": "Input", "color": BLUE, "nodes": ["image"]},
          {"group": "Models A and B", "color": BROWN, "nodes": ["loader_a", "loader_b"]}],
-        [{"group": "Merge", "color": CYAN, "nodes": ["merge_half", "merge_swap"]}],
+        [{"group": "Merge", "color": CYAN, "nodes": ["merge_half", "merge_swap"]},
+         {"group": "Keep a merge", "color": YELLOW, "nodes": ["save_model"]}],
         [{"group": "Each model's style code", "color": PURPLE, "nodes": [f"extract_{k}" for k, _ in MERGE_PANELS]}],
         [{"group": "Stylize", "color": GREEN, "nodes": [f"stylize_{k}" for k, _ in MERGE_PANELS]}],
         [{"group": "Side by side", "color": YELLOW, "nodes": ["stitch_1", "stitch_2", "stitch_3", "save"]}],
@@ -558,7 +713,9 @@ MERGE_STYLES = {
 #: file name and reads no title from anywhere else. The API twin keeps the short name
 #: (``workflows/api/<name>.json``). Titles are valid file names on Windows too.
 TITLES: dict[str, str] = {
-    "vtoonify_t_video": "VToonify-T portrait video",
+    "vtoonify_video_frames": "Video with sound, frame by frame",
+    "vtoonify_video_stream": "Long video with sound, streamed",
+    "vtoonify_style_keyframes": "Styles changing over a video",
     "vtoonify_d_exemplar": "VToonify-D exemplar styles",
     "vtoonify_upscale": "Upscale with a model",
     "vtoonify_upscale_cheap": "Upscale by resizing",
@@ -569,7 +726,9 @@ TITLES: dict[str, str] = {
 }
 
 WORKFLOWS: dict[str, dict] = {
-    "vtoonify_t_video": T_VIDEO,
+    "vtoonify_video_frames": VIDEO_FRAMES,
+    "vtoonify_video_stream": VIDEO_STREAM,
+    "vtoonify_style_keyframes": STYLE_KEYFRAMES,
     "vtoonify_d_exemplar": D_EXEMPLAR,
     "vtoonify_upscale": _upscale_spec(cheap=False),
     "vtoonify_upscale_cheap": _upscale_spec(cheap=True),

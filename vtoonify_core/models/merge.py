@@ -27,7 +27,7 @@ BACKBONE_PARTS = {"dualstylegan": PARTS, "toonify": tuple(p for p in PARTS if p 
 _LAYER = re.compile(r"(convs|to_rgbs)\.(\d+)\.")
 KIND_OF = {"toonify": "vtoonify_t", "dualstylegan": "vtoonify_d"}
 #: The switches of the fast path a merged network takes over from its first parent.
-SWITCHES = ("fast", "channels_last", "fold_upsample", "compile_mode", "bake_cache_size")
+SWITCHES = ("fast", "channels_last", "fold_upsample", "compile_mode", "reuse_host_memory", "bake_cache_size")
 
 
 def part_of(key: str, backbone: str) -> str:

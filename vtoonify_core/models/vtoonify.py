@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import is_oom
+from ..host_memory import reuse_host_memory
 from ..weights import check_finite, expect_kind, load_into, read_checkpoint
 from .dualstylegan import AdaptiveInstanceNorm, AdaResBlock, DualStyleGAN
 from .stylegan import Generator
@@ -134,16 +135,20 @@ class VToonify(nn.Module):
     #: CUDA ``'reduce-overhead'`` = CUDA graphs for a fixed chunk shape); ``None`` runs eagerly.
     #: If compilation fails (no compiler, unsupported platform) the model warns once and runs eagerly.
     compile_mode: Optional[str] = None
+    #: on CPU, keep the forward's large activations in the heap instead of fresh ``mmap``s that the
+    #: kernel page-faults and zeroes on every call (:func:`~vtoonify_core.host_memory.reuse_host_memory`;
+    #: glibc only, a no-op elsewhere and on other devices)
+    reuse_host_memory: bool = True
     #: how many baked styles to keep per model
     bake_cache_size: int = 4
 
-    SWITCHES = ("fast", "channels_last", "fold_upsample", "compile_mode")
+    SWITCHES = ("fast", "channels_last", "fold_upsample", "compile_mode", "reuse_host_memory")
 
     def set_fast_path(self, enabled: bool = True, **switches) -> "VToonify":
         """Turn every fast-path switch on (their defaults) or off (the plain path), then apply
         ``switches`` by name; returns ``self``."""
         values = {"fast": enabled, "channels_last": enabled, "fold_upsample": None if enabled else False,
-                  "compile_mode": None}
+                  "compile_mode": None, "reuse_host_memory": enabled}
         unknown = set(switches) - set(self.SWITCHES)
         if unknown:
             raise ValueError(f"unknown fast-path switch(es) {sorted(unknown)}; known: {self.SWITCHES}")
@@ -308,7 +313,8 @@ class VToonify(nn.Module):
         else:
             resstyles, adastyles = None, style
         baked = self._baked_decoder(adastyles) if self.fast else None
-        skip, masks = self._run_body(x, resstyles, adastyles, baked, d_s)
+        with reuse_host_memory(self.reuse_host_memory and x.device.type == "cpu"):
+            skip, masks = self._run_body(x, resstyles, adastyles, baked, d_s)
         if return_mask:
             return skip, masks
         return skip

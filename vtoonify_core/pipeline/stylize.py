@@ -11,6 +11,7 @@ from torch import Tensor
 from ..checks import check_style_degree, validate_frames
 from ..errors import InputError
 from ..frames import make_inputs, to_model_range
+from ..host_memory import reuse_host_memory
 from ..models.bisenet import parse_frames
 from ..models.bundle import VToonifyModel
 from ..runtime.chunks import run_chunks_overlapped
@@ -65,10 +66,13 @@ def _run(model: VToonifyModel, n: int, load: Callable[[int, int], Sequence[Tenso
                 y = model.generator(make_inputs(x, x_p), s_w.expand(j - i, -1, -1), d_s=d_s)
             return y.float().clamp_(-1.0, 1.0)
 
-    for i, y in run_chunks_overlapped(load, compute, n, batch_size, device=model.device, output_device=output_device,
-                                      progress=progress, check_interrupt=check_interrupt, on_oom=on_oom,
-                                      overlap=overlap):
-        emit(i, y)
+    # on CPU the chunks reuse each other's activation memory instead of page-faulting it afresh
+    reuse = model.device.type == "cpu" and getattr(model.generator, "reuse_host_memory", False)
+    with reuse_host_memory(reuse):
+        for i, y in run_chunks_overlapped(load, compute, n, batch_size, device=model.device,
+                                          output_device=output_device, progress=progress,
+                                          check_interrupt=check_interrupt, on_oom=on_oom, overlap=overlap):
+            emit(i, y)
 
 
 def stylize(model: VToonifyModel, frames: Tensor, style: StyleCode, d_s: float = 0.5,

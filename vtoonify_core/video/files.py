@@ -19,6 +19,8 @@ logger = logging.getLogger("vtoonify")
 
 # AVColorSpace values -> the names swscale's reformat accepts (unspecified/others: swscale default).
 _SWS_COLORSPACE = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
+#: Audio channel layouts by channel count (as ComfyUI writes them).
+_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
 _RGB_FORMATS = ("rgb24", "bgr24", "rgba", "bgra", "argb", "abgr", "rgb0", "bgr0", "0rgb", "0bgr", "gbrp")
 
 
@@ -350,12 +352,17 @@ def write_video(path: PathLike, frames: Union[np.ndarray, Sequence[np.ndarray], 
                 rate: Union[Fraction, int, str] = 25, *, codec: str = "libx264", pix_fmt: str = "yuv420p",
                 options: Optional[Mapping[str, str]] = None, full_range: bool = False,
                 tone_hz: Optional[float] = None, audio_codec: str = "aac", sample_rate: int = 44100,
-                rotation: Optional[int] = None) -> Path:
-    """Write ``(H, W, 3)`` uint8 RGB frames to a video, optionally with a sine tone as audio.
+                rotation: Optional[int] = None, audio: Optional[np.ndarray] = None) -> Path:
+    """Write ``(H, W, 3)`` uint8 RGB frames to a video, optionally with an audio track.
 
-    A small helper for test clips and benchmarks: frames are encoded one at a time (an iterator
-    keeps memory flat); ``full_range`` tags and converts full-range YUV; ``tone_hz`` adds a mono
-    sine track exactly as long as the video; ``rotation`` sets a display rotation (degrees).
+    Frames are encoded one at a time (an iterator keeps memory flat); ``full_range`` tags and
+    converts full-range YUV; ``rotation`` sets a display rotation (degrees). Audio: ``audio``, a
+    ``(channels, samples)`` float waveform in [-1, 1] at ``sample_rate`` (cut to the video's
+    length), or ``tone_hz``, a mono sine track exactly as long as the video.
+
+    Raises:
+        VideoError: no frame, or an audio waveform that is not ``(channels, samples)`` with 1, 2 or
+            6 channels.
     """
     av = _require_av()
     path = Path(path)
@@ -378,7 +385,13 @@ def write_video(path: PathLike, frames: Union[np.ndarray, Sequence[np.ndarray], 
         if rotation:
             vs.set_display_rotation(int(rotation))
         a = None
-        if tone_hz:
+        if audio is not None:
+            audio = np.asarray(audio, dtype=np.float32)
+            if audio.ndim != 2 or audio.shape[0] not in _LAYOUTS or audio.shape[1] == 0:
+                raise VideoError(f"the audio waveform must be (channels, samples) with 1, 2 or 6 channels and at "
+                                 f"least one sample, got shape {audio.shape}")
+            a = c.add_stream(audio_codec, rate=sample_rate, layout=_LAYOUTS[audio.shape[0]])
+        elif tone_hz:
             a = c.add_stream(audio_codec, rate=sample_rate, layout="mono")
         n = 0
 
@@ -399,11 +412,15 @@ def write_video(path: PathLike, frames: Union[np.ndarray, Sequence[np.ndarray], 
         if a is not None:
             total = int(round(n / rate * sample_rate))
             size = a.codec_context.frame_size or 1024
-            t = np.arange(total) / sample_rate
-            tone = (0.3 * np.sin(2 * np.pi * float(tone_hz) * t)).astype(np.float32)
+            if audio is not None:
+                wave = np.ascontiguousarray(np.clip(audio[:, :total], -1.0, 1.0))
+                total = wave.shape[1]
+            else:
+                t = np.arange(total) / sample_rate
+                wave = (0.3 * np.sin(2 * np.pi * float(tone_hz) * t)).astype(np.float32)[None]
             for s in range(0, total, size):
-                block = tone[s:s + size]
-                af = av.AudioFrame.from_ndarray(block[None], format="flt", layout="mono")
+                block = np.ascontiguousarray(wave[:, s:s + size])
+                af = av.AudioFrame.from_ndarray(block, format="fltp", layout=_LAYOUTS[wave.shape[0]])
                 af.sample_rate, af.pts, af.time_base = sample_rate, s, Fraction(1, sample_rate)
                 for p in a.encode(af):
                     c.mux(p)
