@@ -16,7 +16,7 @@ logger = logging.getLogger("vtoonify")
 #: node families, one module each; a family whose optional dependency is missing is skipped with
 #: a logged reason instead of taking the whole pack down
 FAMILIES = ("loader", "style", "parsing", "stylize", "deflicker", "style_control", "video", "speed", "merge",
-            "text_style")
+            "text_style", "faces")
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

@@ -25,6 +25,9 @@ KEYFRAMES = "VTOONIFY_KEYFRAMES"
 #: comma as "either type")
 STYLE_OR_KEYFRAMES = f"{STYLE},{KEYFRAMES}"
 
+#: the faces chosen by Detect Faces (VToonify) and the crops Stylize Frames made (a core FaceTracks)
+FACES = "VTOONIFY_FACES"
+
 #: crop_mode labels -> the core's crop modes
 CROP_MODES = {"face (official crop)": "face", "whole frame (pad to 8)": "whole"}
 #: optical flows of the temporal nodes (OpenCV DIS presets)
@@ -67,6 +70,8 @@ style_id = _entry("INT", default=26, min=0, max=9999, step=1,
 color_transfer = _entry("BOOLEAN", default=False,
                         tooltip="VToonify-D: take the exemplar's colours as well (best with a colour-transfer "
                                 "checkpoint such as vtoonify_s_d_c.pt). Ignored by VToonify-T.")
+faces = _entry(FACES, tooltip="From Detect Faces (VToonify), made on these frames: which face(s) and their crop in "
+                              "every frame (fixed or tracked). Not connected: the best face of the first frame.")
 flow = _entry(FLOWS, default="dis", tooltip="Optical flow: OpenCV DIS (medium preset) or its faster preset.")
 
 

@@ -30,10 +30,16 @@ class ExtractStyleCode:
                 "image": ("IMAGE", {"tooltip": "A portrait; the first image of the batch is used."}),
                 "style_id": inputs.style_id(),
                 "color_transfer": inputs.color_transfer(),
-            }
+            },
+            "optional": {
+                "faces": inputs.faces(tooltip="From Detect Faces (VToonify) on this image (or clip): the code is "
+                                              "made from the chosen face (the first face with 'every face') in "
+                                              "the first frame where it was found. Not connected: the best face "
+                                              "of the first image."),
+            },
         }
 
-    def extract(self, vtoonify_model, image, style_id=26, color_transfer=False):
+    def extract(self, vtoonify_model, image, style_id=26, color_transfer=False, faces=None):
         from ..vtoonify_core.checks import validate_frames
         from ..vtoonify_core.styles.codes import style_from_image
 
@@ -41,9 +47,19 @@ class ExtractStyleCode:
             frames = _comfy.image_to_frames(image, "image")
             validate_frames(frames, "image")
             model = inputs.require_model(vtoonify_model)
-            img = _comfy.image_to_uint8(image, 0)
+            index, face = 0, None
+            if faces is not None:
+                from .faces import require_faces
+
+                tracks = require_faces(faces)
+                if not tracks.whole:
+                    index, face = tracks.reference(0)
+                # the faces' frames, or at least up to the one the face comes from
+                tracks.check_frames(max(frames.shape[0], tracks.num_frames) if frames.shape[0] > index
+                                    else frames.shape[0], frames.shape[2:4], "faces")
+            img = _comfy.image_to_uint8(image, index)
             model.load("generator", "encoder")
-            style, aligned = style_from_image(model, img, int(style_id), bool(color_transfer))
+            style, aligned = style_from_image(model, img, int(style_id), bool(color_transfer), face=face)
             _comfy.show_preview(aligned)  # the aligned crop, shown on the node
             return (style, _comfy.uint8_to_image(aligned), style.describe())
 

@@ -97,6 +97,9 @@ class StylizeVideoFile:
                                 "tooltip": "Quality of the encoded video (lower is better; 0 = lossless H.264)."}),
                 "preview_frames": ("INT", {"default": 4, "min": 1, "max": 64, "step": 1,
                                            "tooltip": "How many stylized frames to return as previews."}),
+                "faces": inputs.faces(tooltip="From Detect Faces (VToonify) (e.g. on the first frame): its detector, "
+                                              "face order, index and face_padding choose the face of the video's "
+                                              "first frame with one (fixed crop, one face)."),
             },
         }
 
@@ -128,24 +131,31 @@ class StylizeVideoFile:
 
     def stylize(self, vtoonify_model, video_path, output_name=DEFAULT_OUTPUT, style_degree=0.5, batch_size=4,
                 crop_mode="face (official crop)", style=None, style_id=26, color_transfer=False, face_padding=200,
-                chunk_size=32, crf=18, preview_frames=4):
+                chunk_size=32, crf=18, preview_frames=4, faces=None):
         hidden: dict[str, str] = {}  # messages name the video as the prompt did, not by its real path
         with _comfy.node_errors(DISPLAY_NAME, hide=hidden):
             model = inputs.require_model(vtoonify_model)
             source = resolve_video_path(video_path)
             hidden[str(source)] = repr(str(video_path).strip())
             output, subfolder, filename = resolve_output_path(output_name, source)
+            face_choice = {}
+            if faces is not None:
+                from .faces import video_face_choice
+
+                face_choice = video_face_choice(faces)
+                face_padding = face_choice.pop("face_padding")
             result, previews = run_streaming(model, source, output, style=style, style_degree=style_degree,
                                              batch_size=batch_size, crop_mode=crop_mode, style_id=style_id,
                                              color_transfer=color_transfer, face_padding=face_padding,
-                                             chunk_size=chunk_size, crf=crf, preview_frames=preview_frames)
+                                             chunk_size=chunk_size, crf=crf, preview_frames=preview_frames,
+                                             face_choice=face_choice)
             ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
             return {"ui": ui, "result": (str(result.output), previews)}
 
 
 def run_streaming(model, source: Path, output: Path, *, style, style_degree: float, batch_size: int, crop_mode: str,
                   style_id: int, color_transfer: bool, face_padding: int, chunk_size: int, crf: int,
-                  preview_frames: int, work_dir: Path | None = None):
+                  preview_frames: int, work_dir: Path | None = None, face_choice: dict | None = None):
     """Stylize ``source`` into ``output`` with ComfyUI's progress bar, live previews and Cancel button;
     returns the core's result and ``preview_frames`` stylized frames spread over the output (IMAGE)."""
     import torch
@@ -172,7 +182,7 @@ def run_streaming(model, source: Path, output: Path, *, style, style_degree: flo
     result = stylize_video(model, source, output, style, float(style_degree), style_id=int(style_id),
                            color_transfer=bool(color_transfer), crop_mode=mode, face_padding=int(face_padding),
                            batch_size=int(batch_size), chunk_size=int(chunk_size), encode=EncodeSettings(crf=int(crf)),
-                           work_dir=work_dir, on_frames=on_frames, **hooks.kwargs(output=False))
+                           work_dir=work_dir, on_frames=on_frames, **(face_choice or {}), **hooks.kwargs(output=False))
     frames = read_frames_at(result.output, preview_indices(result.frames, int(preview_frames)))
     previews = torch.from_numpy(frames).float().div_(255.0)
     return result, previews.to(_comfy.output_device(), _comfy.output_dtype())
@@ -209,15 +219,25 @@ class StylizeVideo:
 
     def stylize(self, vtoonify_model, video, style_degree=0.5, batch_size=4, crop_mode="face (official crop)",
                 style=None, style_id=26, color_transfer=False, face_padding=200, chunk_size=32, crf=18,
-                preview_frames=4):
+                preview_frames=4, faces=None):
         from ..vtoonify_core.video.jobs import default_work_dir
         from . import video_sources
 
         with _comfy.node_errors(VIDEO_DISPLAY_NAME):
             model = inputs.require_model(vtoonify_model)
             source, stem = video_sources.source_file(video)
+            face_choice = {}
+            if faces is not None:
+                from .faces import video_face_choice
+
+                face_choice = video_face_choice(faces)
+                face_padding = face_choice.pop("face_padding")
             digest = self._digest(model, source, style, style_degree, crop_mode, style_id, color_transfer,
                                   face_padding, chunk_size, crf)
+            if face_choice:  # another face: another output file
+                import hashlib
+
+                digest = hashlib.sha256(f"{digest}{sorted(face_choice.items())}".encode()).hexdigest()[:12]
             name = f"{_safe_stem(stem)}_vtoonify_{digest}.mp4"
             # the finished chunks of a cancelled run are kept in the output folder (the temp folder is emptied
             # when ComfyUI starts), so a run queued again after a restart continues too
@@ -227,7 +247,7 @@ class StylizeVideo:
                                              batch_size=batch_size, crop_mode=crop_mode, style_id=style_id,
                                              color_transfer=color_transfer, face_padding=face_padding,
                                              chunk_size=chunk_size, crf=crf, preview_frames=preview_frames,
-                                             work_dir=work)
+                                             work_dir=work, face_choice=face_choice)
             ui = {"images": [{"filename": name, "subfolder": video_sources.TEMP_SUBFOLDER, "type": "temp"}],
                   "animated": (True,)}
             return {"ui": ui, "result": (video_sources.video_output(result.output), previews)}

@@ -96,9 +96,9 @@ def test_new_and_removed_sections(repo):
     start = text.index("## Style Mix (`VToonifyStyleMix`)")
     end = text.index("## Style Keyframes (`VToonifyStyleKeyframes`)")
     (repo / "docs" / "pic.png").write_bytes(b"\x89PNG fake")
-    added = ("## Paste Back (VToonify) (`VToonifyPasteBack`)\n\nPuts crops back, see [Stylize Frames]"
+    added = ("## Blend Crops (VToonify) (`VToonifyBlendCrops`)\n\nPuts crops back, see [Stylize Frames]"
              "(#stylize-frames-vtoonifystylizeframes), [batch](batch.md) and ![the graph](pic.png "
-             "\"Paste Back\").\n\n### Blending\n\nFeathered.\n\n```\n## not a heading\n[x](y.md)\n```\n\n")
+             "\"Blend Crops\").\n\n### Blending\n\nFeathered.\n\n```\n## not a heading\n[x](y.md)\n```\n\n")
     nodes_md.write_text(text[:start] + added + text[end:])
     hand = repo / "web/docs/VToonifyLoadModel/zh.md"
     hand.write_text("# 加载模型\n")
@@ -106,22 +106,22 @@ def test_new_and_removed_sections(repo):
     assert not (repo / "web/docs/VToonifyStyleMix.md").exists()
     assert not (repo / "web/docs/VToonifyStyleMix").exists()
     assert hand.read_text() == "# 加载模型\n"  # hand-written pages are not the script's
-    page = (repo / "web/docs/VToonifyPasteBack.md").read_text()
+    page = (repo / "web/docs/VToonifyBlendCrops.md").read_text()
     url = nd.repository_url(repo)
-    assert page.startswith(nd.MARKER + "\n\n# Paste Back (VToonify)\n\n")
+    assert page.startswith(nd.MARKER + "\n\n# Blend Crops (VToonify)\n\n")
     assert f"[Stylize Frames]({url}/blob/main/docs/nodes.md#stylize-frames-vtoonifystylizeframes)" in page
     assert f"[batch]({url}/blob/main/docs/batch.md)" in page
     image = next((repo / "web/docs/images").iterdir())
     assert image.read_bytes() == b"\x89PNG fake" and image.name.startswith("pic-")
-    assert f'![the graph](images/{image.name} "Paste Back")' in page
-    assert f"](../images/{image.name}" in (repo / "web/docs/VToonifyPasteBack/en.md").read_text()
+    assert f'![the graph](images/{image.name} "Blend Crops")' in page
+    assert f"](../images/{image.name}" in (repo / "web/docs/VToonifyBlendCrops/en.md").read_text()
     assert "\n## Blending\n" in page and "\n## not a heading\n[x](y.md)\n" in page  # fences untouched
-    assert page.rstrip().endswith(f"({url}/blob/main/docs/nodes.md#paste-back-vtoonify-vtoonifypasteback).")
+    assert page.rstrip().endswith(f"({url}/blob/main/docs/nodes.md#blend-crops-vtoonify-vtoonifyblendcrops).")
     assert nd.differences(repo) == []
     # the picture is gone from the docs: its copy goes too
-    nodes_md.write_text(nodes_md.read_text().replace(' and ![the graph](pic.png "Paste Back")', ""))
+    nodes_md.write_text(nodes_md.read_text().replace(' and ![the graph](pic.png "Blend Crops")', ""))
     assert sorted(nd.differences(repo)) == [
-        "out of date: web/docs/VToonifyPasteBack.md", "out of date: web/docs/VToonifyPasteBack/en.md",
+        "out of date: web/docs/VToonifyBlendCrops.md", "out of date: web/docs/VToonifyBlendCrops/en.md",
         f"stale (no longer generated): web/docs/images/{image.name}"]
     nd.write(repo)
     assert not (repo / "web/docs/images").exists() and nd.differences(repo) == []

@@ -539,7 +539,7 @@ def test_smooth_parsing(fake_comfy, parsed, frames32):
 def test_stylize_whole_frame_equals_core(fake_comfy, comfy_state, loader_output_t, frames32, reference_networks):
     model, _ = loader_output_t
     style = random_style(model)
-    images, mask, x, y, w, h = fake_comfy.node("VToonifyStylizeFrames")(
+    images, mask, x, y, w, h, _faces = fake_comfy.node("VToonifyStylizeFrames")(
         model, frames32[:2], style, 0.5, "whole frame (pad to 8)", 4)
     assert images.shape == (2, 128, 128, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
     assert 0 <= float(images.min()) and float(images.max()) <= 1
@@ -563,7 +563,7 @@ def test_stylize_with_parsing_and_padding(fake_comfy, loader_output_d, parsed, f
     torch.testing.assert_close(images, as_image(ref), atol=1e-5, rtol=1e-5)
     # 30x30: reflect-padded by 1 px on each side, output cropped back to 120x120
     odd = frames32[:1, 1:31, 1:31]
-    images, mask, x, y, w, h = stylize(model, odd, style, 0.3, "whole frame (pad to 8)", 4)
+    images, mask, x, y, w, h, _faces = stylize(model, odd, style, 0.3, "whole frame (pad to 8)", 4)
     assert images.shape == (1, 120, 120, 3) and mask.shape == (1, 30, 30) and (w, h) == (30, 30)
     padded = F.pad(odd.permute(0, 3, 1, 2), (1, 1, 1, 1), mode="reflect")
     ref = reference_forward(reference_networks, "dualstylegan", padded, style.wplus, 0.3)[..., 4:-4, 4:-4]
@@ -577,7 +577,7 @@ def test_stylize_face_crop_equals_core(fake_comfy, comfy_state, loader_output_d,
 
     model, _ = loader_output_d
     style = random_style(model, 5)
-    images, mask, x, y, w, h = fake_comfy.node("VToonifyStylizeFrames")(
+    images, mask, x, y, w, h, _faces = fake_comfy.node("VToonifyStylizeFrames")(
         model, astronaut, style, 0.5, "face (official crop)", 2, None, FACE_PAD)
     frame = skdata.astronaut()
     face = faces.detect_faces(frame)[0]

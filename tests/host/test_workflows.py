@@ -76,7 +76,7 @@ THUMB_WIDTH, THUMB_QUALITY, THUMB_MAX_BYTES = 800, 72, 100_000
 VTOONIFY_NODES = {
     "VToonifyLoadModel": (["checkpoint", "style_encoder", "face_parser", "exstyle", "device", "precision",
                            "download_missing"], [], ["VTOONIFY_MODEL", "FACE_PARSER"]),
-    "VToonifyExtractStyle": (["vtoonify_model", "image", "style_id", "color_transfer"], [],
+    "VToonifyExtractStyle": (["vtoonify_model", "image", "style_id", "color_transfer"], ["faces"],
                              ["VTOONIFY_STYLE", "IMAGE", "STRING"]),
     "VToonifyFaceParse": (["face_parser", "images", "mask_skin", "mask_brows", "mask_eyes", "mask_eyeglasses",
                            "mask_ears", "mask_earrings", "mask_nose", "mask_mouth", "mask_lips", "mask_neck",
@@ -84,7 +84,11 @@ VTOONIFY_NODES = {
                           ["FACE_PARSING", "MASK", "IMAGE"]),
     "VToonifySmoothParsing": (["face_parsing", "images", "k", "sigma_t", "sigma_s"], ["flow"], ["FACE_PARSING"]),
     "VToonifyStylizeFrames": (["vtoonify_model", "images", "style", "style_degree", "crop_mode", "batch_size"],
-                              ["face_parsing", "face_padding"], ["IMAGE", "MASK", "INT", "INT", "INT", "INT"]),
+                              ["face_parsing", "face_padding", "faces"],
+                              ["IMAGE", "MASK", "INT", "INT", "INT", "INT", "VTOONIFY_FACES"]),
+    "VToonifyDetectFaces": (["images", "detector", "face", "index", "stylize", "crop", "smoothing", "face_padding",
+                             "upsample"], [], ["VTOONIFY_FACES", "IMAGE", "INT"]),
+    "VToonifyPasteBack": (["images", "stylized", "faces", "feather", "color_match"], ["mask"], ["IMAGE", "MASK"]),
     "VToonifySpeedSettings": (["vtoonify_model", "bake_style", "channels_last", "fold_upsampling", "compile"], [],
                               ["VTOONIFY_MODEL"]),
     "VToonifyMergeModels": (["model_a", "model_b", "ratio", "exstyles"],
@@ -563,7 +567,27 @@ def check_outputs(name: str, server, entry: dict, api: dict, env: dict) -> None:
         # an upscaled copy of the stylized image, not something else
         small = np.asarray(Image.fromarray(after).resize((w, h), Image.BOX)).astype(float)
         assert np.abs(small - before.astype(float)).mean() < 8.0
-    elif name in ("vtoonify_composite", "vtoonify_hair_skin"):
+    elif name == "vtoonify_composite":  # Detect Faces -> Stylize Frames -> Paste Back through the Face Parse mask
+        (out,) = fetch_images(server, entry, next(iter(saves)))
+        assert_picture(out, (2 * SIZE, 2 * SIZE))
+        (stylized,) = fetch_images(server, entry, node_by_title(api, "Stylized"))
+        assert stylized.shape[0] % 32 == 0 and stylized.shape[1] % 32 == 0
+        (found,) = fetch_images(server, entry, node_by_title(api, "Faces found"))
+        assert found.shape == (2 * SIZE, 2 * SIZE, 3)
+        # the blend weight, frame-sized: the soft class probabilities of the stand-in parser inside the face
+        # crop, nothing at the frame's edges
+        (mask,) = fetch_images(server, entry, node_by_title(api, "Composite mask"))
+        m = mask[..., 0].astype(float)
+        assert m.shape == (2 * SIZE, 2 * SIZE)
+        edges = max(m[-1].max(), m[:, 0].max(), m[:, -1].max())
+        assert m.max() > 8 and edges <= m.max() / 12 + 1, "the composite mask is empty or not feathered"
+        # where the weight is 0 the frame is the enlarged original; inside, the stylized face shows
+        up = np.asarray(Image.fromarray(env["image"]).resize((2 * SIZE, 2 * SIZE), Image.LANCZOS)).astype(float)
+        diff = np.abs(out.astype(float) - up).mean(axis=2)
+        assert diff[m == 0].mean() < 2.0 and diff[-SIZE // 2:].mean() < 2.0, "the paste changed the frame elsewhere"
+        assert diff[m > m.max() / 2].mean() > 3, "nothing was pasted"
+        assert (diff > 3).mean() < 0.5
+    elif name == "vtoonify_hair_skin":
         (out,) = fetch_images(server, entry, next(iter(saves)))
         assert_picture(out, (2 * SIZE, 2 * SIZE))
         (stylized,) = fetch_images(server, entry, node_by_title(api, "Stylized"))

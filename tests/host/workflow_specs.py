@@ -518,6 +518,78 @@ def _composite_spec(hair_skin: bool) -> dict:
     }
 
 
+def _paste_back_spec() -> dict:
+    """The face chosen by Detect Faces, stylized, and put back into the frame by Paste Back through a
+    Face Parse mask (one node where the composite took eight)."""
+    ticked = {"skin", "brows", "eyes", "nose", "mouth", "lips", "ears"}
+    intro = ("## Composite the stylized face back onto the frame\n\n"
+             "1. The original frame is enlarged 2x (**Upscale Image By**, lanczos; an upscale model works too).\n"
+             "2. **Detect Faces (VToonify)** chooses the face: by detector score, size, left to right (`index` "
+             "0 = leftmost) or the official choice, or `every face`; the crop is fixed from the first frame or "
+             "tracked. Its preview numbers the faces found.\n"
+             "3. **Extract Style Code** and **Stylize Frames** take these `faces`: the chosen face is encoded "
+             "and stylized (4x its crop).\n"
+             "4. **Face Parse** on the frame gives the mask of the face classes ticked there.\n"
+             "5. **Paste Back (VToonify)** scales each stylized crop onto its box in the frame and blends it "
+             "through the mask, softened by `feather`; `color_match` evens the colours at the seam. Several "
+             "faces or a tracked crop are pasted frame by frame.\n\n")
+    parse_widgets = {f"mask_{c}": (c in ticked) for c in _MASK_CLASSES}
+    return {
+        "nodes": {
+            "note": _note(intro + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT, height=640),
+            "image": _load_image(EXAMPLE_IMAGE, "Load portrait"),
+            "upscale": {"type": "ImageScaleBy", "title": "Upscale original (lanczos 2x)", "width": 300,
+                        "widgets": {"upscale_method": "lanczos", "scale_by": 2.0}},
+            "loader": _loader(D_CARTOON),
+            "detect": {"type": "VToonifyDetectFaces", "width": 300, "widgets": {
+                "detector": "dlib", "face": "best score", "index": 0, "stylize": "the chosen face",
+                "crop": "fixed (first frame)", "smoothing": 3.0, "face_padding": 200, "upsample": 1}},
+            "faces_preview": {"type": "PreviewImage", "title": "Faces found", "width": 300, "height": 300},
+            "extract": _extract(26, False),
+            "stylize": _stylize(0.5),
+            "stylized_preview": {"type": "PreviewImage", "title": "Stylized", "width": 300, "height": 300},
+            "parse": {"type": "VToonifyFaceParse", "width": 300, "widgets": parse_widgets},
+            "paste": {"type": "VToonifyPasteBack", "width": 300, "widgets": {"feather": 24.0, "color_match": 0.0}},
+            "mask_preview": {"type": "MaskPreview", "title": "Composite mask", "width": 300, "height": 300},
+            "save": _save("vtoonify/composite", "Save composite"),
+        },
+        "links": [
+            ("image", "IMAGE", "upscale", "image"),
+            ("upscale", "IMAGE", "detect", "images"),
+            ("detect", "preview", "faces_preview", "images"),
+            ("loader", "vtoonify_model", "extract", "vtoonify_model"),
+            ("upscale", "IMAGE", "extract", "image"),
+            ("detect", "faces", "extract", "faces"),
+            ("loader", "vtoonify_model", "stylize", "vtoonify_model"),
+            ("upscale", "IMAGE", "stylize", "images"),
+            ("extract", "style", "stylize", "style"),
+            ("detect", "faces", "stylize", "faces"),
+            ("stylize", "images", "stylized_preview", "images"),
+            ("loader", "face_parser", "parse", "face_parser"),
+            ("upscale", "IMAGE", "parse", "images"),
+            ("upscale", "IMAGE", "paste", "images"),
+            ("stylize", "images", "paste", "stylized"),
+            ("stylize", "faces", "paste", "faces"),
+            ("parse", "mask", "paste", "mask"),
+            ("paste", "mask", "mask_preview", "mask"),
+            ("paste", "images", "save", "images"),
+        ],
+        "columns": [
+            [{"group": None, "nodes": ["note"]}],
+            [{"group": "1. Input, enlarged", "color": BLUE, "nodes": ["image", "upscale"]},
+             {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
+            [{"group": "2. Choose the face", "color": CYAN, "nodes": ["detect"]},
+             {"group": None, "nodes": ["faces_preview"]}],
+            [{"group": "3. Stylize the face", "color": GREEN, "nodes": ["extract", "stylize"]},
+             {"group": None, "nodes": ["stylized_preview"]}],
+            [{"group": "4. Face mask", "color": CYAN, "nodes": ["parse"]}],
+            [{"group": "5. Paste back", "color": YELLOW, "nodes": ["paste"]},
+             {"group": None, "nodes": ["mask_preview"]}],
+            [{"group": "Save", "color": YELLOW, "nodes": ["save"]}],
+        ],
+    }
+
+
 # ---------------------------------------------------------------------------------------------- (5) reference style
 
 REFERENCE_STYLE = {
@@ -660,7 +732,7 @@ WORKFLOWS: dict[str, dict] = {
     "vtoonify_d_exemplar": D_EXEMPLAR,
     "vtoonify_upscale": _upscale_spec(cheap=False),
     "vtoonify_upscale_cheap": _upscale_spec(cheap=True),
-    "vtoonify_composite": _composite_spec(hair_skin=False),
+    "vtoonify_composite": _paste_back_spec(),
     "vtoonify_hair_skin": _composite_spec(hair_skin=True),
     "vtoonify_reference_style": REFERENCE_STYLE,
     "vtoonify_merge_styles": MERGE_STYLES,

@@ -319,6 +319,35 @@ def paste_back(
     base = as_rgb_uint8(original, "original")
     sty = as_rgb_uint8(stylized, "stylized")
     H, W = base.shape[:2]
+    warped, m, (iy0, iy1, ix0, ix1) = warp_to_frame(sty, geometry, (H, W), feather)
+    composite = base.copy()
+    mask = np.zeros((H, W), np.float32)
+    if warped is None:
+        return composite, mask
+    region = base[iy0:iy1, ix0:ix1].astype(np.float32)
+    blended = region + (warped.astype(np.float32) - region) * m[:, :, None]
+    composite[iy0:iy1, ix0:ix1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    mask[iy0:iy1, ix0:ix1] = m
+    return composite, mask
+
+
+def warp_to_frame(
+    stylized: np.ndarray, geometry: CropGeometry, frame_size: Sequence[int], feather: float = 0.0
+) -> tuple[Optional[np.ndarray], np.ndarray, tuple[int, int, int, int]]:
+    """Resample a stylized crop onto the part of the original frame it covers (see :func:`paste_back`).
+
+    Args:
+        stylized: ``(k * crop_height, k * crop_width, 3)`` uint8 or float32 image.
+        geometry: the geometry of the crop.
+        frame_size: ``(H, W)`` of the original frame (must be the geometry's).
+        feather: linear fade width (original px) at window edges inside the frame.
+
+    Returns:
+        ``(warped, weight, (y0, y1, x0, x1))``: the stylized image on the frame rows ``y0:y1`` and
+        columns ``x0:x1`` (``None`` when the window misses the frame), its coverage weight there
+        (float32, 1 inside, fractional/faded on the edges), and the region.
+    """
+    H, W = int(frame_size[0]), int(frame_size[1])
     if (H, W) != (geometry.source_height, geometry.source_width):
         raise ValueError(
             f"original is {W}x{H} but the crop geometry was made for "
@@ -326,6 +355,7 @@ def paste_back(
         )
     if feather < 0:
         raise ValueError(f"feather must be >= 0, got {feather!r}")
+    sty = stylized
     hs, ws = sty.shape[:2]
     fx, fy = ws / geometry.crop_width, hs / geometry.crop_height
     if abs(fx - fy) > 0.01 * max(fx, fy):
@@ -353,10 +383,8 @@ def paste_back(
     t_y0, t_y1 = geometry.top <= 0, geometry.bottom >= geometry.height
     ix0, iy0 = (0 if t_x0 else max(int(math.floor(x0)), 0)), (0 if t_y0 else max(int(math.floor(y0)), 0))
     ix1, iy1 = (W if t_x1 else min(int(math.ceil(x1)), W)), (H if t_y1 else min(int(math.ceil(y1)), H))
-    composite = base.copy()
-    mask = np.zeros((H, W), np.float32)
     if ix1 <= ix0 or iy1 <= iy0:
-        return composite, mask
+        return None, np.zeros((0, 0), np.float32), (0, 0, 0, 0)
     matrix = np.array([[ax, 0.0, bx + ax * ix0], [0.0, ay, by + ay * iy0]], dtype=np.float64)
     warped = cv2.warpAffine(
         sty, matrix, (ix1 - ix0, iy1 - iy0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
@@ -365,11 +393,7 @@ def paste_back(
     wx = _edge_weights(W, x0, x1, feather, t_x0, t_x1)[ix0:ix1]
     wy = _edge_weights(H, y0, y1, feather, t_y0, t_y1)[iy0:iy1]
     m = (wy[:, None] * wx[None, :]).astype(np.float32)
-    region = base[iy0:iy1, ix0:ix1].astype(np.float32)
-    blended = region + (warped.astype(np.float32) - region) * m[:, :, None]
-    composite[iy0:iy1, ix0:ix1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    mask[iy0:iy1, ix0:ix1] = m
-    return composite, mask
+    return warped, m, (iy0, iy1, ix0, ix1)
 
 
 @dataclass(frozen=True, eq=False)

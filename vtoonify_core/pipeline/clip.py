@@ -131,7 +131,8 @@ class ClipPlan:
 
 
 def plan_clip(frames: Tensor, mode: str = "face", *, input_range: tuple[float, float] = (-1.0, 1.0),
-              face_padding: int = DEFAULT_FACE_PADDING, backend="dlib") -> ClipPlan:
+              face_padding: int = DEFAULT_FACE_PADDING, backend="dlib", pick: str = "score",
+              index: int = 0) -> ClipPlan:
     """Decide how a clip is fed to VToonify.
 
     * ``'face'``: the official rule: the first frame with a face sets the geometry (frame rescaled
@@ -140,6 +141,9 @@ def plan_clip(frames: Tensor, mode: str = "face", *, input_range: tuple[float, f
       as the official code does (one frame converted at a time).
     * ``'whole'``: the whole frame, padded by reflection to multiples of 8 (chunk by chunk); the
       output is cropped back to 4x the original.
+
+    ``pick``/``index`` choose the face (:func:`~vtoonify_core.faces.pick_face`); by default the best-scoring
+    face that can be cropped.
 
     Raises:
         InputError: empty batch, NaNs, a frame too small to pad or to crop.
@@ -158,7 +162,8 @@ def plan_clip(frames: Tensor, mode: str = "face", *, input_range: tuple[float, f
     geometry, ref, too_small = None, -1, None
     for i in range(b):
         img = frame_uint8(frames, i, input_range)
-        for face in detect_faces(img, backend=backend):
+        found = detect_faces(img, backend=backend, order=pick)
+        for face in (found if index == 0 else found[index:index + 1]):
             try:
                 geometry = crop_geometry(face.landmarks, img.shape, pad)
                 break

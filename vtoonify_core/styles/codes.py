@@ -84,8 +84,8 @@ def extract_style(model: VToonifyModel, aligned: Union[Tensor, np.ndarray, None]
     return StyleCode(s_w, model.backbone, sid, name, False)
 
 
-def prepare_style_image(image: np.ndarray, *, backend="dlib", face_padding: int = DEFAULT_FACE_PADDING
-                        ) -> tuple[np.ndarray, object]:
+def prepare_style_image(image: np.ndarray, *, backend="dlib", face_padding: int = DEFAULT_FACE_PADDING,
+                        face=None) -> tuple[np.ndarray, object]:
     """Detect the face, crop it the official way (eyes 64 px apart) and FFHQ-align it for pSp.
 
     As the official pipeline: the frame is rescaled and cropped around the eyes
@@ -95,6 +95,8 @@ def prepare_style_image(image: np.ndarray, *, backend="dlib", face_padding: int 
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
+        face: the :class:`~vtoonify_core.faces.Face` of ``image`` to use (e.g. chosen by
+            :func:`~vtoonify_core.faces.track_faces`); ``None``: the best-scoring face found.
 
     Returns:
         ``(aligned (256, 256, 3) uint8, face)`` with the face found in ``image``.
@@ -102,10 +104,11 @@ def prepare_style_image(image: np.ndarray, *, backend="dlib", face_padding: int 
     Raises:
         NoFaceError: no face in the image.
     """
-    faces = detect_faces(image, backend=backend)
-    if not faces:
-        raise NoFaceError(no_face_message("the image", advice=STYLE_ADVICE))
-    face = faces[0]
+    if face is None:
+        faces = detect_faces(image, backend=backend)
+        if not faces:
+            raise NoFaceError(no_face_message("the image", advice=STYLE_ADVICE))
+        face = faces[0]
     pad = (int(face_padding),) * 4
     try:
         crop, geo = official_crop(image, face.landmarks, pad)
@@ -124,14 +127,14 @@ def prepare_style_image(image: np.ndarray, *, backend="dlib", face_padding: int 
 
 
 def style_from_image(model: VToonifyModel, image: np.ndarray, style_id: int = 0, color_transfer: bool = False,
-                     *, backend="dlib") -> tuple[StyleCode, np.ndarray]:
+                     *, backend="dlib", face=None) -> tuple[StyleCode, np.ndarray]:
     """Face in ``image`` (uint8 RGB) -> (:class:`StyleCode`, aligned 256x256 uint8 crop).
 
     VToonify-D with ``color_transfer``: the code is the exemplar's alone (official
     ``s_w = exstyle``), so no face is required: the aligned face is still returned when one is
     found, else (no face, a face too close to the border, or no detector installed) a 256x256
     centre crop of ``image`` stands in for it. Arguments are checked before the (slow) detection
-    and encoding.
+    and encoding. ``face``: the face of ``image`` to encode (default: the best-scoring one).
 
     Raises:
         NoFaceError: no face in ``image`` when the code needs one.
@@ -143,7 +146,7 @@ def style_from_image(model: VToonifyModel, image: np.ndarray, style_id: int = 0,
         raise InputError("vtoonify_model", "no pSp style encoder is loaded: pick encoder.pt in Load VToonify Model.")
     if skip_face:
         return extract_style(model, None, style_id, True), _preview_face(image, backend)
-    aligned, _ = prepare_style_image(image, backend=backend)
+    aligned, _ = prepare_style_image(image, backend=backend, face=face)
     return extract_style(model, aligned, style_id, color_transfer), aligned
 
 

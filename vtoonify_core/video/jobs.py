@@ -216,7 +216,7 @@ def default_work_dir(output: PathLike) -> Path:
 
 def job_settings(model: VToonifyModel, source: PathLike, output: PathLike, *, style: Optional[StyleCode],
                  style_id: int, color_transfer: bool, d_s: float, crop_mode: str, face_padding: int,
-                 chunk_size: int, encode: Mapping[str, Any]) -> dict:
+                 chunk_size: int, encode: Mapping[str, Any], pick: str = "score", index: int = 0) -> dict:
     """Every setting that changes the frames or the bytes of a video job (hashed for resumption).
 
     The batch size, device and work folder are not included: they do not change the result
@@ -238,7 +238,7 @@ def job_settings(model: VToonifyModel, source: PathLike, output: PathLike, *, st
         style_rule = {"style_id": int(style_id), "color_transfer": bool(color_transfer), "from": "video"}
     else:
         style_rule = {"from": "video"}
-    return {
+    settings = {
         "format": FORMAT,
         "source": file_fingerprint(source),
         "output_container": Path(output).suffix.lower(),
@@ -250,6 +250,9 @@ def job_settings(model: VToonifyModel, source: PathLike, output: PathLike, *, st
         "chunk_size": int(chunk_size),
         "encode": dict(encode),
     }
+    if (pick, int(index)) != ("score", 0):  # the default choice leaves the hashes of earlier jobs unchanged
+        settings["face"] = {"pick": pick, "index": int(index)}
+    return settings
 
 
 def settings_hash(settings: Mapping[str, Any]) -> str:
@@ -266,7 +269,8 @@ def frame_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def find_reference(path: PathLike, crop_mode: str, face_padding: int = DEFAULT_FACE_PADDING, *, backend="dlib",
-                   need_face: bool = True, check_interrupt: Optional[Callable[[], None]] = None,
+                   pick: str = "score", index: int = 0, need_face: bool = True,
+                   check_interrupt: Optional[Callable[[], None]] = None,
                    total: Optional[int] = None) -> tuple[Optional[int], Optional[np.ndarray], Optional[CropGeometry]]:
     """The first frame with a face: ``(index, frame, crop geometry)``, as the official video rule.
 
@@ -288,14 +292,15 @@ def find_reference(path: PathLike, crop_mode: str, face_padding: int = DEFAULT_F
             check_interrupt()
         if crop_mode == "face":
             try:
-                plan = plan_clip(frame_tensor(rgb), "face", face_padding=face_padding, backend=backend)
+                plan = plan_clip(frame_tensor(rgb), "face", face_padding=face_padding, backend=backend, pick=pick,
+                                 index=index)
             except NoFaceError:
                 continue
             except InputError as exc:
                 too_small = exc
                 continue
             return i, rgb, plan.geometry
-        if detect_faces(rgb, backend=backend):
+        if len(detect_faces(rgb, backend=backend)) > index:
             return i, rgb, None
     if too_small is not None:
         raise InputError("video", f"faces were found in {path} but none can be cropped ({too_small}); use crop mode "
@@ -317,14 +322,16 @@ def prepare_job(model: VToonifyModel, source: PathLike, output: PathLike, style:
                 d_s: float = 0.5, *, style_id: int = 0, color_transfer: bool = False, crop_mode: str = "face",
                 face_padding: int = DEFAULT_FACE_PADDING, chunk_size: int = DEFAULT_CHUNK_SIZE,
                 encode: Optional[EncodeSettings] = None, work_dir: Optional[PathLike] = None, resume: bool = True,
-                backend="dlib", check_interrupt: Optional[Callable[[], None]] = None) -> VideoJob:
+                backend="dlib", check_interrupt: Optional[Callable[[], None]] = None, pick: str = "score",
+                index: int = 0) -> VideoJob:
     """Plan a video job, or read back the unfinished one with the same settings.
 
     With ``resume`` and a manifest in ``work_dir`` whose settings hash matches, the saved job
     (geometry, style code, finished chunks) is returned and nothing is recomputed; otherwise the
     work folder is emptied and the video is probed, the first frame with a face found, the crop
     geometry (face mode) and the style code (when ``style`` is ``None``: from that frame, with
-    ``style_id``/``color_transfer`` for VToonify-D) computed, and the manifest written.
+    ``style_id``/``color_transfer`` for VToonify-D) computed, and the manifest written. ``pick``/``index``
+    choose the face (:func:`~vtoonify_core.faces.pick_face`) for the crop and the style code.
 
     Raises:
         VideoError: unreadable source, unsupported output container or codec.
@@ -343,7 +350,7 @@ def prepare_job(model: VToonifyModel, source: PathLike, output: PathLike, style:
     check_file(source, "video")
     settings = job_settings(model, source, output, style=style, style_id=style_id, color_transfer=color_transfer,
                             d_s=d_s, crop_mode=crop_mode, face_padding=face_padding, chunk_size=chunk_size,
-                            encode=enc)
+                            encode=enc, pick=pick, index=index)
     digest = settings_hash(settings)
     work = Path(work_dir) if work_dir is not None else default_work_dir(output)
     if (work / MANIFEST).exists():
@@ -367,18 +374,19 @@ def prepare_job(model: VToonifyModel, source: PathLike, output: PathLike, style:
     elif work.exists() and any(work.iterdir()):
         _clear_work_dir(work)
 
-    info, index = _probe(source)
+    info, keyframes = _probe(source)
     if crop_mode == "whole":  # one padded frame must fit on the device (the output is streamed, not gathered)
         check_fits(model, padded_size(info.height, info.width), advice=FIT_ADVICE["whole"].replace(
             "downscale the frames", "a video with smaller frames"), input_name="video_path")
     need_face = style is None and not (model.backbone == "dualstylegan" and color_transfer)
-    ref, ref_frame, geometry = find_reference(source, crop_mode, face_padding, backend=backend, need_face=need_face,
-                                              check_interrupt=check_interrupt, total=info.frames)
+    ref, ref_frame, geometry = find_reference(source, crop_mode, face_padding, backend=backend, pick=pick, index=index,
+                                              need_face=need_face, check_interrupt=check_interrupt, total=info.frames)
     if crop_mode == "face":
         check_fits(model, geometry.crop_shape, advice=FIT_ADVICE["face"], input_name="video_path")
     if style is None:
         if need_face:
-            style, _ = style_from_image(model, ref_frame, style_id, color_transfer, backend=backend)
+            face = None if (pick, index) == ("score", 0) else detect_faces(ref_frame, backend=backend, order=pick)[index]
+            style, _ = style_from_image(model, ref_frame, style_id, color_transfer, backend=backend, face=face)
         else:
             style = extract_style(model, None, style_id, True)
     if crop_mode == "face":
@@ -386,7 +394,7 @@ def prepare_job(model: VToonifyModel, source: PathLike, output: PathLike, style:
                     geometry.crop_height)
     chunks = []
     for s in range(0, info.frames, int(chunk_size)):
-        chunks.append(Chunk(s, min(int(chunk_size), info.frames - s), None if index is None else index[s]))
+        chunks.append(Chunk(s, min(int(chunk_size), info.frames - s), None if keyframes is None else keyframes[s]))
     job = VideoJob(source=str(source), output=str(output), work_dir=str(work), info=info, chunk_size=int(chunk_size),
                    chunks=chunks, crop_mode=crop_mode, face_padding=int(face_padding), d_s=float(d_s), encode=enc,
                    style=style_from_record(style_tensor(style), style_record(style)),

@@ -244,7 +244,8 @@ def stylize_video(model: VToonifyModel, source: PathLike, output: PathLike, styl
                   progress: Optional[Progress] = None, check_interrupt: Optional[Callable[[], None]] = None,
                   on_oom: Optional[Callable[[int], None]] = None,
                   on_chunk: Optional[Callable[[int, VideoJob], None]] = None,
-                  on_frames: Optional[Callable[[int, np.ndarray], None]] = None, backend="dlib") -> VideoResult:
+                  on_frames: Optional[Callable[[int, np.ndarray], None]] = None, backend="dlib", pick: str = "score",
+                  index: int = 0) -> VideoResult:
     """Stylize a video file into another, chunk by chunk, resuming an interrupted run.
 
     Memory holds one chunk of decoded frames (``chunk_size`` frames of the source) and one batch
@@ -268,6 +269,8 @@ def stylize_video(model: VToonifyModel, source: PathLike, output: PathLike, styl
         progress: ``progress(frames_done, total)``; check_interrupt: raise to stop (before every
             chunk and batch); on_chunk: ``on_chunk(k, job)`` after each finished chunk;
             on_frames: ``on_frames(index, (b, H, W, 3) uint8)`` with every stylized batch.
+        backend, pick, index: the face detector and which face (:func:`~vtoonify_core.faces.pick_face`)
+            sets the crop and the style code.
 
     Raises:
         VideoError, InputError, NoFaceError: see :func:`prepare_job`.
@@ -276,7 +279,8 @@ def stylize_video(model: VToonifyModel, source: PathLike, output: PathLike, styl
     check_settings(crop_mode, chunk_size, batch_size, face_padding)
     job = prepare_job(model, source, output, style, d_s, style_id=style_id, color_transfer=color_transfer,
                       crop_mode=crop_mode, face_padding=face_padding, chunk_size=chunk_size, encode=encode,
-                      work_dir=work_dir, resume=resume, backend=backend, check_interrupt=check_interrupt)
+                      work_dir=work_dir, resume=resume, backend=backend, check_interrupt=check_interrupt, pick=pick,
+                      index=index)
     run = run_job(model, job, batch_size=batch_size, progress=progress, check_interrupt=check_interrupt,
                   on_oom=on_oom, on_chunk=on_chunk, on_frames=on_frames)
     if check_interrupt is not None:
