@@ -106,7 +106,7 @@ def test_training_is_deterministic_and_the_disk_cache_changes_nothing(clip, tmp_
 @pytest.mark.parametrize("case, match", [
     ("size", "multiples of 8, got 36x32"),
     ("nan", "NaN"),
-    ("shape", r"teacher: must map frames.*returned \(2, 3, 64, 64\), expected \(2, 3, 128, 128\)"),
+    ("shape", r"teacher: must map frames.*returned \(4, 3, 64, 64\), expected \(4, 3, 128, 128\)"),
     ("teacher_nan", "teacher: returned NaN"),
     ("steps", "steps: must be an integer"),
 ])

@@ -1,6 +1,6 @@
 """A real-time student distilled from VToonify (the two-stage video network of "Context-Preserving
 Two-Stage Video Domain Translation"): train it on a clip with a teacher, save, load and run it."""
-from .io import load_student
+from .files import load_student
 from .model import Student, StudentState
 from .network import StudentConfig
 from .teacher import VToonifyTeacher, vtoonify_teacher
