@@ -108,8 +108,8 @@ class Refiner(nn.Module):
 
     ``g_t = G(x_t)`` and ``prev`` (the previous refined output) are folded to the input resolution
     (pixel unshuffle x4) and read with the three source frames; the network predicts a per-pixel
-    weight of ``prev`` and a residual, at 4x through pixel shuffle. It starts as the identity on
-    ``g_t`` (weight 0, residual 0).
+    weight of ``prev`` and a residual, blended in the folded layout and unfolded (pixel shuffle
+    x4). It starts as the identity on ``g_t`` (weight ~0, residual 0).
     """
 
     def __init__(self, width: int = 16) -> None:
@@ -126,13 +126,14 @@ class Refiner(nn.Module):
 
     def forward(self, g_t: Tensor, prev: Tensor, sources: Tensor) -> Tensor:
         """``sources``: ``[B, 3 * (L + 1), H, W]``, x_t then the previous frames, newest first."""
-        z = torch.cat([F.pixel_unshuffle(g_t, SCALE), F.pixel_unshuffle(prev, SCALE), sources], 1)
-        zp, h, w = _pad_to(z, 2)
+        g_f, prev_f = F.pixel_unshuffle(g_t, SCALE), F.pixel_unshuffle(prev, SCALE)
+        zp, h, w = _pad_to(torch.cat([g_f, prev_f, sources], 1), 2)
         a = self.inp(zp)
         b = F.interpolate(self.down(a), size=a.shape[-2:], mode="bilinear", align_corners=False)
-        o = F.pixel_shuffle(self.out(self.up(torch.cat([a, b], 1))), SCALE)[..., :SCALE * h, :SCALE * w]
-        weight = torch.sigmoid(o[:, :1])
-        return weight * prev + (1.0 - weight) * g_t + o[:, 1:]
+        o = self.out(self.up(torch.cat([a, b], 1)))[..., :h, :w]
+        n = SCALE * SCALE  # the blend in the folded layout: channel c * 16 + sub-pixel, one weight per sub-pixel
+        weight = torch.sigmoid(o[:, :n]).repeat(1, 3, 1, 1)
+        return F.pixel_shuffle(torch.lerp(g_f, prev_f, weight) + o[:, n:], SCALE)
 
 
 def context_frames(frames: Tensor, t: int, history: Optional[Tensor] = None) -> Tensor:
