@@ -101,7 +101,7 @@ def quality(frames: int, train_frames: int, size: int, steps: int, dev: torch.de
 
     t0 = time.perf_counter()
     student = train_student(cartoon_teacher, train, steps=steps, device=dev, batch_size=4, crop_size=size,
-                            augment=0.3, lr=1e-3, on_start=on_start, on_log=on_log, log_every=eval_every)
+                            augment=0.3, on_start=on_start, on_log=on_log, log_every=eval_every)
     seconds = time.perf_counter() - t0
     whole_r = student(clip.to(dev)).cpu()
     whole_g = student(clip.to(dev), refine=False).cpu()

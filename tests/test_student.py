@@ -33,7 +33,7 @@ def train_tiny(frames, steps=3, **kw):
 def test_distilled_student_reaches_28_db_on_held_out_frames(clip):
     held = list(range(2, clip.shape[0], 3))                 # every third frame is never seen in training
     seen = [i for i in range(clip.shape[0]) if i not in held]
-    student = train_student(cartoon_teacher, clip[seen], steps=700, batch_size=4, crop_size=32, augment=0.3,
+    student = train_student(cartoon_teacher, clip[seen], steps=700, batch_size=4, crop_size=32, augment=0.3, lr=2e-3,
                             config=StudentConfig(width=8, blocks=2, refiner_width=8), seed=0)
     target = cartoon_teacher(clip)
     refined = student(clip)                                  # the whole clip in order: the refiner's context
