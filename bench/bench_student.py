@@ -152,7 +152,8 @@ def main(argv=None) -> dict:
     print(f"quality ({q['clip']}, {q['steps']} steps, {q['train_seconds']:.0f} s): held-out PSNR G+R "
           f"{q['psnr_g_r']:.2f} dB (G {q['psnr_g']:.2f}), SSIM G+R {q['ssim_g_r']:.3f} (G {q['ssim_g']:.3f}); "
           f"seen frames {q['psnr_train_frames_g_r']:.2f} dB")
-    print(f"warping error (DIS): teacher {w['teacher']:.5f}, student G+R {w['student_g_r']:.5f}, G {w['student_g']:.5f}")
+    print(f"warping error (DIS): teacher {w['teacher']:.5f}, student G+R {w['student_g_r']:.5f}, "
+          f"G {w['student_g']:.5f}")
     print(f"28 dB on held-out frames (Stage I): "
           + ("not reached" if q["steps_to_28db"] is None else
              f"step {q['steps_to_28db']}, {q['seconds_to_28db']:.0f} s")

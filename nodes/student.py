@@ -235,7 +235,8 @@ class StylizeFramesStudent:
             "required": {
                 "vtoonify_student": (STUDENT, {"tooltip": "From Load VToonify Student or Train VToonify Student."}),
                 "images": inputs.images(tooltip="Consecutive frames, sides multiples of 8."),
-                "batch_size": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "Frames per chunk on the device."}),
+                "batch_size": ("INT", {"default": 8, "min": 1, "max": 256,
+                                       "tooltip": "Frames per chunk on the device."}),
                 "refine": ("BOOLEAN", {"default": True, "tooltip": "Apply the refiner (when the student has one)."}),
             }
         }

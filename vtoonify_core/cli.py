@@ -264,7 +264,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if not src.exists():
         raise UsageError(f"input not found: {src}")
     if dst.suffix != ".safetensors":
-        raise UsageError(f"OUT {dst}: a student is written as .safetensors; give e.g. {dst.with_suffix('.safetensors')}")
+        raise UsageError(f"OUT {dst}: a student is written as .safetensors; give e.g. "
+                         f"{dst.with_suffix('.safetensors')}")
     if args.frames < 1 or args.steps < 1:
         raise UsageError("--frames and --steps must be at least 1")
     _writable_folder(dst.parent)

@@ -228,6 +228,7 @@ def _stage2(student: Student, cache: TeacherCache, frames: Tensor, motion: Motio
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        tick({"stage": 2, "loss": float(loss.detach()), "reconstruction": float(rec.detach()), "warp": float(l_warp.detach()),
+        tick({"stage": 2, "loss": float(loss.detach()), "reconstruction": float(rec.detach()),
+              "warp": float(l_warp.detach()),
               "temporal": float(l_temp.detach())})
     r.eval()
