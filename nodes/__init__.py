@@ -16,7 +16,7 @@ logger = logging.getLogger("vtoonify")
 #: node families, one module each; a family whose optional dependency is missing is skipped with
 #: a logged reason instead of taking the whole pack down
 FAMILIES = ("loader", "style", "parsing", "stylize", "deflicker", "style_control", "video", "speed", "merge",
-            "text_style", "faces")
+            "text_style", "faces", "student")
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
@@ -29,8 +29,12 @@ for _name in FAMILIES:
     NODE_CLASS_MAPPINGS.update(_family.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_family.NODE_DISPLAY_NAME_MAPPINGS)
 
-try:  # make models/vtoonify known to ComfyUI as soon as the pack loads
+try:  # make models/vtoonify (and models/vtoonify_students) known to ComfyUI as soon as the pack loads
     loader.register_folder()
+    if "student" in FAMILIES:
+        from .student import register_folder as _register_students
+
+        _register_students()
 except ImportError:  # imported outside ComfyUI
     pass
 

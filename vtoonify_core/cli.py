@@ -13,6 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+import torch
+
 from . import video
 from .convert import convert
 from .errors import CheckpointError, FaceBackendUnavailableError, InputError, NoFaceError, UsageError, VideoError
@@ -37,6 +40,8 @@ USAGE = """Command line of vtoonify_core.
 
     python -m vtoonify_core convert SRC DST          # official checkpoint / exstyle_code.npy -> .safetensors
     python -m vtoonify_core stylize IN OUT [options] # a video or an image, file to file
+    python -m vtoonify_core distill IN OUT.safetensors [options]  # train a fast student on a clip's first frames
+    python -m vtoonify_core stylize IN OUT --student OUT.safetensors  # run a student instead of VToonify
 
 ``stylize`` streams a video chunk by chunk (flat memory, audio and frame rate kept) and resumes an
 interrupted run when the same command is run again; see ``stylize --help``. Model files are
@@ -179,6 +184,13 @@ def _add_stylize(sub) -> None:
     p.add_argument("input", metavar="IN", help="video (mp4, mov, mkv, webm, ...) or image (png, jpg, ...)")
     p.add_argument("output", metavar="OUT", help="output file: .mp4/.m4v/.mov/.mkv/.webm for videos, an image "
                                                  "extension for images")
+    p.add_argument("--student", help="a student (.safetensors from distill): stylize with it instead of VToonify "
+                                     "(whole frames, padded to multiples of 8; no model files needed)")
+    _add_model_options(p)
+    _add_stylize_options(p)
+
+
+def _add_model_options(p) -> None:
     p.add_argument("--models-dir",
                    help=f"folder with the official files (default ${MODELS_ENV} or {DEFAULT_MODELS_DIR})")
     p.add_argument("--model", help=f"checkpoint: a path, a name in the model folder, or a style name such as cartoon "
@@ -193,12 +205,17 @@ def _add_stylize(sub) -> None:
                    help="face: the official crop around the first face (output 4x the crop); whole: the whole frame")
     p.add_argument("--face-padding", type=int, default=200,
                    help="face crop: pixels around the eye centre (official 200)")
-    p.add_argument("--batch-size", type=int, default=4, help="frames per forward pass; 0 = as many as fit in the free memory")
-    p.add_argument("--chunk-size", type=int, default=32, help="frames per resumable chunk")
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                    help="auto = the fastest safe precision of the device: bf16 on CUDA GPUs that have it, else fp16; "
                         "bf16 on CPUs with AMX-BF16; fp32 elsewhere")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+
+
+def _add_stylize_options(p) -> None:
+    p.add_argument("--batch-size", type=int, default=4, help="frames per forward pass; 0 = as many as fit in the free memory")
+    p.add_argument("--chunk-size", type=int, default=32, help="frames per resumable chunk")
     p.add_argument("--compile", choices=("off", "default", "max-autotune", "reduce-overhead"), default="off",
                    help="torch.compile the generator (minutes of compilation once per frame size, then faster "
                         "frames on long videos; reduce-overhead adds CUDA graphs on CUDA); off = eager")
@@ -208,8 +225,139 @@ def _add_stylize(sub) -> None:
     p.add_argument("--work-dir", help="where chunks and the manifest go (default .<OUT name>.vtoonify beside OUT)")
     p.add_argument("--restart", action="store_true", help="ignore an unfinished run and start over")
     p.add_argument("--keep-work", action="store_true", help="keep the chunk files after the final mux")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+
+
+def _add_distill(sub) -> None:
+    p = sub.add_parser(
+        "distill", help="train a fast student on the first frames of a clip (VToonify as the teacher)",
+        description="Stylize the first --frames frames of IN with VToonify (style code from the first frame with a "
+                    "face) and train a small two-stage video network to reproduce them; OUT (.safetensors) is "
+                    "written at the end and when interrupted (Ctrl-C). Run it with `stylize IN OUT --student OUT`. "
+                    "The student learns whole frames (padded to multiples of 8), as `stylize --student` feeds them.",
+        formatter_class=_HelpFormatter)
+    p.add_argument("input", metavar="IN", help="video (or image) to learn from")
+    p.add_argument("output", metavar="OUT", help="the student file (.safetensors)")
+    p.add_argument("--frames", type=int, default=300, help="frames of IN to learn from (the first ones)")
+    p.add_argument("--steps", type=int, default=2000, help="training steps (about a quarter train the refiner)")
+    p.add_argument("--no-refiner", action="store_true", help="train Stage I only (no temporal refiner)")
+    p.add_argument("--batch-size", type=int, default=4, help="frames per training step")
+    p.add_argument("--crop-size", type=int, default=96, help="training crops of at most this many pixels a side")
+    p.add_argument("--seed", type=int, default=0)
+    _add_model_options(p)
+    p.set_defaults(crop="whole")
+
+
+def _student_frames(rgb: np.ndarray):
+    """``(B, H, W, 3)`` uint8 -> whole frames in [-1, 1] padded to multiples of 8, and the padding."""
+    from .frames import pad_to_multiple, to_model_range
+
+    x = to_model_range(torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2))
+    return pad_to_multiple(x)
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """Run ``distill``; returns the exit status."""
+    from .student import train_student, vtoonify_teacher
+    from .styles.codes import extract_style, style_from_image
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise UsageError(f"input not found: {src}")
+    if dst.suffix != ".safetensors":
+        raise UsageError(f"OUT {dst}: a student is written as .safetensors; give e.g. "
+                         f"{dst.with_suffix('.safetensors')}")
+    if args.frames < 1 or args.steps < 1:
+        raise UsageError("--frames and --steps must be at least 1")
+    _writable_folder(dst.parent)
+    if video.is_image_path(src):
+        rgb = video.read_image(src)[None]
+    else:
+        rgb = np.stack([f for _, f in video.iter_frames(src, count=args.frames)])
+    model = load_cli_model(args)
+    if model.backbone == "dualstylegan" and args.color_transfer:
+        style = extract_style(model, None, args.style_id, True)
+    else:
+        style = None
+        for frame in rgb:
+            try:
+                style, _ = style_from_image(model, frame, args.style_id, args.color_transfer)
+                break
+            except NoFaceError:
+                continue
+        if style is None:
+            raise NoFaceError(f"no face in the first {len(rgb)} frames of {src}: the style code needs one")
+    frames, _ = _student_frames(rgb)
+    teacher = vtoonify_teacher(model, style, args.style_degree, args.batch_size)
+    total = frames.shape[0] + args.steps
+    bar = _progress_bar(total, f"distill {src.name}", args.quiet)
+
+    def progress(done: int, tot: int) -> None:
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    try:
+        with _logs_above(bar):
+            student = train_student(teacher, frames, steps=args.steps, seed=args.seed, device=model.device,
+                                    batch_size=args.batch_size, refiner=not args.no_refiner,
+                                    crop_size=args.crop_size, progress=progress, checkpoint=dst)
+    except KeyboardInterrupt:
+        _close(bar)
+        print(f"interrupted; the student trained so far is in {dst}" if dst.exists() else "interrupted",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        _close(bar)
+    print(f"wrote {dst} ({student.meta['steps']} steps on {frames.shape[0]} frames {student.meta['size']}, "
+          f"loss {student.meta['loss']}, {student.meta['seconds']} s)")
+    return 0
+
+
+def cmd_stylize_student(args: argparse.Namespace) -> int:
+    """``stylize --student``: whole frames through a student, streamed (a video keeps its frame rate, not its audio)."""
+    from .frames import crop_padding
+    from .student import load_student
+    from .video.segments import to_uint8_hwc
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise UsageError(f"input not found: {src}")
+    check_output(src, dst)
+    device = pick_device(args.device)
+    student = load_student(args.student, device, resolve_dtype(args.precision, device))
+    chunk = max(1, args.batch_size)
+    if video.is_image_path(src):
+        x, pad = _student_frames(video.read_image(src)[None])
+        video.write_image(dst, to_uint8_hwc(crop_padding(student(x), pad))[0])
+        print(f"wrote {dst}")
+        return 0
+    info = video.probe_video(src)
+    bar = _progress_bar(info.frames or 0, src.name, args.quiet)
+    state = {"s": None, "n": 0}
+
+    def frames_out():
+        batch = []
+        for _, frame in video.iter_frames(src):
+            batch.append(frame)
+            if len(batch) == chunk:
+                yield from run(batch)
+                batch = []
+        if batch:
+            yield from run(batch)
+
+    def run(batch):
+        x, pad = _student_frames(np.stack(batch))
+        y, state["s"] = student.stylize(x, state["s"], batch_size=chunk)
+        state["n"] += len(batch)
+        if bar is not None:
+            bar.update(len(batch))
+        yield from to_uint8_hwc(crop_padding(y, pad))
+
+    try:
+        video.write_video(dst, frames_out(), info.rate)
+    finally:
+        _close(bar)
+    print(f"wrote {dst} ({state['n']} frames, {float(info.rate):.3f} fps, no audio)")
+    return 0
 
 
 def _progress_bar(total: int, desc: str, quiet: bool):
@@ -316,6 +464,7 @@ def main(argv=None) -> int:
     p.add_argument("src")
     p.add_argument("dst")
     _add_stylize(sub)
+    _add_distill(sub)
     args = parser.parse_args(argv)
     if args.command == "convert":
         try:
@@ -325,10 +474,12 @@ def main(argv=None) -> int:
             return 2
         print(f"wrote {args.dst} ({', '.join(f'{k}={v}' for k, v in meta.items() if k != 'opts')}); read back equal")
         return 0
+    if getattr(args, "verbose", False):
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.command == "stylize":
-        if getattr(args, "verbose", False):
-            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-        return _run_user_errors(lambda: cmd_stylize(args))
+        return _run_user_errors(lambda: cmd_stylize_student(args) if args.student else cmd_stylize(args))
+    if args.command == "distill":
+        return _run_user_errors(lambda: cmd_distill(args))
     return 0
 
 

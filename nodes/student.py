@@ -1,0 +1,258 @@
+"""Train VToonify Student, Load VToonify Student and Stylize Frames (Student): a small two-stage
+video network distilled from VToonify on the user's own clip (:mod:`vtoonify_core.student`), kept
+in ``models/vtoonify_students``."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from . import _comfy, inputs, loader
+
+logger = logging.getLogger("vtoonify")
+
+TRAIN_NAME = "Train VToonify Student"
+LOAD_NAME = "Load VToonify Student"
+STYLIZE_NAME = "Stylize Frames (Student)"
+STUDENT = "VTOONIFY_STUDENT"
+FOLDER = "vtoonify_students"
+SUFFIX = ".safetensors"
+DEFAULT_PREFIX = "student"
+#: steps between two previews (and log lines) while training
+PREVIEW_EVERY = 25
+
+
+def register_folder() -> None:
+    """Register ``models/vtoonify_students`` with ComfyUI unless that folder is registered already."""
+    fp = _comfy.folder_paths()
+    try:
+        if fp.get_folder_paths(FOLDER):
+            return
+    except KeyError:
+        pass
+    fp.add_model_folder_path(FOLDER, os.path.join(fp.models_dir, FOLDER))
+
+
+def folder() -> Path:
+    """The first registered students folder (where new students are written)."""
+    register_folder()
+    return Path(_comfy.folder_paths().get_folder_paths(FOLDER)[0])
+
+
+def student_choices() -> list[str]:
+    """The ``.safetensors`` files of the students folder (hidden names left out)."""
+    try:
+        register_folder()
+        names = _comfy.folder_paths().get_filename_list(FOLDER)
+    except (KeyError, ImportError):
+        return []
+    return sorted(n for n in names if n.lower().endswith(SUFFIX)
+                  and not any(p.startswith(".") for p in Path(n).parts))
+
+
+def new_target(filename_prefix: str) -> tuple[Path, str]:
+    """``(full path, listed name)`` of the next free ``<prefix>_NNNNN.safetensors`` in the students folder."""
+    from ..vtoonify_core.errors import InputError
+
+    name = (filename_prefix or "").strip().replace("\\", "/")
+    if name.lower().endswith(SUFFIX):
+        name = name[:-len(SUFFIX)]
+    rel = PurePosixPath(name)
+    if (not name or name.endswith("/") or rel.is_absolute() or re.match(r"[A-Za-z]:", name) or ".." in rel.parts
+            or any(p.startswith(".") for p in rel.parts)):
+        raise InputError("filename_prefix", f"'{filename_prefix}': give a name inside models/{FOLDER} without '..', "
+                                            f"a leading '.' or an absolute path, e.g. {DEFAULT_PREFIX}.")
+    base = folder().joinpath(*rel.parts)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 100000):
+        full = base.with_name(f"{base.name}_{i:05d}{SUFFIX}")
+        if not full.exists():
+            return full, os.path.normpath(f"{rel.as_posix()}_{i:05d}{SUFFIX}")
+    raise InputError("filename_prefix", f"models/{FOLDER} holds 99999 students named {name}: choose another name.")
+
+
+def require_student(value, input_name: str = "vtoonify_student"):
+    """The student connected to ``input_name``; anything else is refused with what to connect."""
+    from ..vtoonify_core.errors import InputError
+    from ..vtoonify_core.student import Student
+
+    if not isinstance(value, Student):
+        raise InputError(input_name, f"expected a {STUDENT}, got {type(value).__name__}: connect Load VToonify Student "
+                                     f"or Train VToonify Student.")
+    return value
+
+
+def _forget_listing() -> None:
+    cache = getattr(_comfy.folder_paths(), "filename_list_cache", None)
+    if isinstance(cache, dict):  # list the new file at once
+        cache.pop(FOLDER, None)
+
+
+class TrainStudent:
+    """Distils VToonify (a model, a style code and a degree) into a fast student on the given frames."""
+
+    CATEGORY = "VToonify"
+    FUNCTION = "train"
+    OUTPUT_NODE = True
+    RETURN_TYPES = (STUDENT, "STRING")
+    RETURN_NAMES = ("vtoonify_student", "student_name")
+    OUTPUT_TOOLTIPS = ("The trained student, for Stylize Frames (Student).",
+                       f"Its file in models/{FOLDER}, as Load VToonify Student lists it.")
+    DESCRIPTION = ("Stylizes the frames once with VToonify (the teacher), then trains a small two-stage video network "
+                   "to reproduce them: a U-Net (about 6M parameters) and a refiner that keeps consecutive frames "
+                   "coherent. Give a few hundred consecutive frames of the clip (sides multiples of 8, e.g. the face "
+                   "crop); the student then stylizes the rest of the clip many times faster. The progress bar shows "
+                   f"the training with a preview (first frame, current loss) every {PREVIEW_EVERY} steps; Cancel "
+                   f"stops it and still writes the student trained so far to models/{FOLDER}.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vtoonify_model": inputs.vtoonify_model(tooltip="The teacher: from Load VToonify Model."),
+                "style": inputs.style(),
+                "style_degree": inputs.style_degree(),
+                "images": inputs.images(tooltip="Consecutive frames of the clip to learn from (at least 3 with the "
+                                                "refiner), sides multiples of 8."),
+                "steps": ("INT", {"default": 2000, "min": 1, "max": 200000, "step": 50,
+                                  "tooltip": "Training steps (about a quarter train the refiner)."}),
+                "refiner": ("BOOLEAN", {"default": True, "tooltip": "Train the Stage-II refiner that keeps "
+                                                                    "consecutive frames coherent."}),
+                "batch_size": ("INT", {"default": 4, "min": 1, "max": 64,
+                                       "tooltip": "Frames per training step (and per teacher chunk)."}),
+                "crop_size": ("INT", {"default": 96, "min": 16, "max": 1024, "step": 8,
+                                      "tooltip": "Training crops of at most this many input pixels a side (multiple "
+                                                 "of 8): smaller is faster per step."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1,
+                                 "tooltip": "Makes the training reproducible."}),
+                "filename_prefix": ("STRING", {"default": DEFAULT_PREFIX,
+                                               "tooltip": f"Name in models/{FOLDER}; _00001.safetensors (the next "
+                                                          f"free number) is added."}),
+            },
+        }
+
+    def train(self, vtoonify_model, style, style_degree, images, steps=2000, refiner=True, batch_size=4,
+              crop_size=96, seed=0, filename_prefix=DEFAULT_PREFIX):
+        from ..vtoonify_core.student import train_student, vtoonify_teacher
+
+        with _comfy.node_errors(TRAIN_NAME):
+            model = inputs.require_model(vtoonify_model)
+            frames = _comfy.image_to_frames(images, "images")
+            path, name = new_target(filename_prefix)
+            model.load("generator", "parser")
+            teacher = vtoonify_teacher(model, style, float(style_degree), int(batch_size))
+            first = frames[:1].float() * 2.0 - 1.0
+            holder: dict = {}
+            bar = _comfy.progress(frames.shape[0] + int(steps))
+
+            def progress(done: int, total: int) -> None:
+                bar(done, total, holder.pop("preview", None))
+
+            def on_log(step: int, logs: dict) -> None:
+                logger.info("VToonify student: step %d/%d, stage %d, loss %.4f", step, steps, logs["stage"],
+                            logs["loss"])
+                if _comfy.previews_enabled() and "student" in holder:
+                    holder["preview"] = _preview(holder["student"], first, f"step {step}  loss {logs['loss']:.4f}")
+
+            try:
+                student = train_student(teacher, frames * 2.0 - 1.0, steps=int(steps), seed=int(seed),
+                                        device=model.device, batch_size=int(batch_size), refiner=bool(refiner),
+                                        crop_size=int(crop_size), progress=progress,
+                                        check_interrupt=_comfy.check_interrupt, checkpoint=path, on_log=on_log,
+                                        log_every=PREVIEW_EVERY, on_start=lambda s: holder.update(student=s))
+            finally:
+                _forget_listing()
+            return {"ui": {"text": [f"Saved {name} in {path.parent} ({student.meta.get('steps')} steps, loss "
+                                    f"{student.meta.get('loss')})."]},
+                    "result": (student, name)}
+
+
+def _preview(student, first: torch.Tensor, text: str):
+    """The student's output on the first frame (Stage I), with ``text`` written on it, ``(H, W, 3)`` uint8."""
+    import cv2
+
+    was = student.training
+    student.eval()
+    with torch.no_grad():
+        y = student.g(first.to(student.device, student.dtype)).float().clamp(-1, 1)
+    student.train(was)
+    img = ((y[0] + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy().copy()
+    cv2.putText(img, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+class LoadStudent:
+    """Loads a student from models/vtoonify_students."""
+
+    CATEGORY = "VToonify"
+    FUNCTION = "load"
+    RETURN_TYPES = (STUDENT,)
+    RETURN_NAMES = ("vtoonify_student",)
+    OUTPUT_TOOLTIPS = ("The student, for Stylize Frames (Student).",)
+    DESCRIPTION = f"Loads a student written by Train VToonify Student (models/{FOLDER}/*.safetensors)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "student_name": (student_choices(), {"tooltip": f"A student in models/{FOLDER}."}),
+                "device": (list(loader.DEVICES), {"default": "auto", "tooltip": "auto = ComfyUI's device."}),
+                "precision": (list(loader.PRECISIONS), {"default": "auto",
+                                                        "tooltip": "auto = the device's fast precision."}),
+            }
+        }
+
+    def load(self, student_name, device="auto", precision="auto"):
+        from ..vtoonify_core.errors import InputError
+        from ..vtoonify_core.student import load_student
+
+        with _comfy.node_errors(LOAD_NAME):
+            path = _comfy.folder_paths().get_full_path(FOLDER, student_name) if student_name else None
+            if not path:
+                raise InputError("student_name", f"'{student_name}' is not in models/{FOLDER}: train one with Train "
+                                                 f"VToonify Student, or put its .safetensors file there.")
+            dev = _comfy.resolve_device(device)
+            return (load_student(path, dev, _comfy.resolve_dtype(precision, dev)),)
+
+
+class StylizeFramesStudent:
+    """Stylizes frames with a trained student (no face crop: the student learnt the frames it was given)."""
+
+    CATEGORY = "VToonify"
+    FUNCTION = "stylize"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("Stylized frames, 4x the input size.",)
+    DESCRIPTION = ("Runs a student on frames of the same kind it was trained on (same framing, sides multiples of "
+                   "8), in clip order: the refiner reads the previous frames and output.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vtoonify_student": (STUDENT, {"tooltip": "From Load VToonify Student or Train VToonify Student."}),
+                "images": inputs.images(tooltip="Consecutive frames, sides multiples of 8."),
+                "batch_size": ("INT", {"default": 8, "min": 1, "max": 256,
+                                       "tooltip": "Frames per chunk on the device."}),
+                "refine": ("BOOLEAN", {"default": True, "tooltip": "Apply the refiner (when the student has one)."}),
+            }
+        }
+
+    def stylize(self, vtoonify_student, images, batch_size=8, refine=True):
+        with _comfy.node_errors(STYLIZE_NAME):
+            student = require_student(vtoonify_student)
+            frames = _comfy.image_to_frames(images, "images")
+            hooks = _comfy.run_hooks(frames.shape[0])
+            out, _ = student.stylize(frames * 2.0 - 1.0, batch_size=int(batch_size), refine=bool(refine),
+                                     progress=hooks.progress, check_interrupt=hooks.check_interrupt,
+                                     output_device=_comfy.output_device())
+            return (_comfy.signed_to_image(out),)
+
+
+NODE_CLASS_MAPPINGS = {"VToonifyTrainStudent": TrainStudent, "VToonifyLoadStudent": LoadStudent,
+                       "VToonifyStylizeFramesStudent": StylizeFramesStudent}
+NODE_DISPLAY_NAME_MAPPINGS = {"VToonifyTrainStudent": TRAIN_NAME, "VToonifyLoadStudent": LOAD_NAME,
+                              "VToonifyStylizeFramesStudent": STYLIZE_NAME}
