@@ -112,7 +112,7 @@ class TrainStudent:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vtoonify_model": inputs.vtoonify_model(tooltip="The teacher: from Load VToonify Model."),
+                "vtoonify_model": inputs.vtoonify_model(),
                 "style": inputs.style(),
                 "style_degree": inputs.style_degree(),
                 "images": inputs.images(tooltip="Consecutive frames of the clip to learn from (at least 3 with the "
@@ -121,7 +121,7 @@ class TrainStudent:
                                   "tooltip": "Training steps (about a quarter train the refiner)."}),
                 "refiner": ("BOOLEAN", {"default": True, "tooltip": "Train the Stage-II refiner that keeps "
                                                                     "consecutive frames coherent."}),
-                "batch_size": ("INT", {"default": 4, "min": 1, "max": 64,
+                "frames_per_step": ("INT", {"default": 4, "min": 1, "max": 64,
                                        "tooltip": "Frames per training step (and per teacher chunk)."}),
                 "crop_size": ("INT", {"default": 96, "min": 16, "max": 1024, "step": 8,
                                       "tooltip": "Training crops of at most this many input pixels a side (multiple "
@@ -134,7 +134,7 @@ class TrainStudent:
             },
         }
 
-    def train(self, vtoonify_model, style, style_degree, images, steps=2000, refiner=True, batch_size=4,
+    def train(self, vtoonify_model, style, style_degree, images, steps=2000, refiner=True, frames_per_step=4,
               crop_size=96, seed=0, filename_prefix=DEFAULT_PREFIX):
         from ..vtoonify_core.student import train_student, vtoonify_teacher
 
@@ -143,7 +143,7 @@ class TrainStudent:
             frames = _comfy.image_to_frames(images, "images")
             path, name = new_target(filename_prefix)
             model.load("generator", "parser")
-            teacher = vtoonify_teacher(model, style, float(style_degree), int(batch_size))
+            teacher = vtoonify_teacher(model, style, float(style_degree), int(frames_per_step))
             first = frames[:1].float() * 2.0 - 1.0
             holder: dict = {}
             bar = _comfy.progress(frames.shape[0] + int(steps))
@@ -159,7 +159,7 @@ class TrainStudent:
 
             try:
                 student = train_student(teacher, frames * 2.0 - 1.0, steps=int(steps), seed=int(seed),
-                                        device=model.device, batch_size=int(batch_size), refiner=bool(refiner),
+                                        device=model.device, batch_size=int(frames_per_step), refiner=bool(refiner),
                                         crop_size=int(crop_size), progress=progress,
                                         check_interrupt=_comfy.check_interrupt, checkpoint=path, on_log=on_log,
                                         log_every=PREVIEW_EVERY, on_start=lambda s: holder.update(student=s))
@@ -235,18 +235,18 @@ class StylizeFramesStudent:
             "required": {
                 "vtoonify_student": (STUDENT, {"tooltip": "From Load VToonify Student or Train VToonify Student."}),
                 "images": inputs.images(tooltip="Consecutive frames, sides multiples of 8."),
-                "batch_size": ("INT", {"default": 8, "min": 1, "max": 256,
+                "frames_per_chunk": ("INT", {"default": 8, "min": 1, "max": 256,
                                        "tooltip": "Frames per chunk on the device."}),
                 "refine": ("BOOLEAN", {"default": True, "tooltip": "Apply the refiner (when the student has one)."}),
             }
         }
 
-    def stylize(self, vtoonify_student, images, batch_size=8, refine=True):
+    def stylize(self, vtoonify_student, images, frames_per_chunk=8, refine=True):
         with _comfy.node_errors(STYLIZE_NAME):
             student = require_student(vtoonify_student)
             frames = _comfy.image_to_frames(images, "images")
             hooks = _comfy.run_hooks(frames.shape[0])
-            out, _ = student.stylize(frames * 2.0 - 1.0, batch_size=int(batch_size), refine=bool(refine),
+            out, _ = student.stylize(frames * 2.0 - 1.0, batch_size=int(frames_per_chunk), refine=bool(refine),
                                      progress=hooks.progress, check_interrupt=hooks.check_interrupt,
                                      output_device=_comfy.output_device())
             return (_comfy.signed_to_image(out),)

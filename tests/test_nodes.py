@@ -357,6 +357,8 @@ def test_download_missing_uses_the_hub(fake_comfy, tmp_path, monkeypatch, vtooni
 
     dest = tmp_path / "vtoonify"
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "vtoonify", ([str(dest)], set()))
+    # the pack's own models/vtoonify is always listed too (after the user's folders): an empty one here
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
     sources = {"models/" + T_CKPT: vtoonify_t_path, "models/" + D_CKPT: vtoonify_d_path,
                "models/encoder.pt": psp_path, "models/faceparsing.pth": bisenet_path,
                "models/vtoonify_d_cartoon/exstyle_code.npy": exstyle_path}

@@ -29,7 +29,7 @@ def images():
 
 
 def train(fake_comfy, model, style, images, **kw):
-    args = dict(steps=3, refiner=True, batch_size=2, crop_size=32, seed=0, filename_prefix="test/student")
+    args = dict(steps=3, refiner=True, frames_per_step=2, crop_size=32, seed=0, filename_prefix="test/student")
     args.update(kw)
     return fake_comfy.node("VToonifyTrainStudent")(model, style, 0.5, images, **args)
 
