@@ -137,7 +137,8 @@ def test_saved_workflows_stay_valid(fake_comfy_empty):
         else:  # API format
             stored |= {n["inputs"]["checkpoint"] for n in data.values()
                        if isinstance(n, dict) and n.get("class_type") == "VToonifyLoadModel"}
-    assert stored >= {"vtoonify_d_cartoon/vtoonify_s_d.pt", "vtoonify_t_cartoon/vtoonify.pt"}
+    # templates default to the VToonify-D file the in-app download can fetch (issue 20)
+    assert "vtoonify_d_cartoon/vtoonify_s_d.pt" in stored
     assert {os.path.normpath(n) for n in stored} <= choices
 
 
