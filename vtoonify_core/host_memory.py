@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-#: ``mallopt`` parameter numbers; glibc's default ``M_MMAP_MAX``, and the trim threshold its dynamic
-#: rule reaches in a process that has freed a large block (2 x the 32 MiB mmap-threshold cap)
+#: ``mallopt`` parameter numbers and glibc's defaults for them (``MALLOC_TRIM_THRESHOLD_`` in the
+#: environment overrides the trim threshold's default, as it does for glibc)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 DEFAULT_MMAP_MAX = 65536
-SETTLED_TRIM_THRESHOLD = 64 << 20
+DEFAULT_TRIM_THRESHOLD = 128 << 10
 #: free heap memory kept (not trimmed) while a scope is open
 KEEP_WHILE_OPEN = (1 << 31) - 1
+
+
+def _default_trim_threshold() -> int:
+    value = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
+    return int(value) if value.isdigit() else DEFAULT_TRIM_THRESHOLD
 
 _lock = threading.Lock()
 _state = {"depth": 0, "libc": None, "probed": False}
@@ -58,11 +64,12 @@ def host_memory_reuse_active() -> bool:
 def reuse_host_memory(enabled: bool = True) -> Iterator[bool]:
     """Keep large CPU allocations in the heap while the ``with`` block runs.
 
-    Yields whether reuse is in effect. Freed blocks stay in the heap while any scope is open, so
-    wrap a whole clip (the pipeline does) for the forwards to reuse each other's memory; when the
-    last scope closes the heap's free top goes back to the system (``malloc_trim``) and glibc's
-    usual rules return. Blocks over 64 MiB made by a non-main thread are still mapped (glibc caps
-    per-thread heaps); smaller ones are reused.
+    Yields whether reuse is in effect. Freed blocks stay in the heap (no trimming) while any scope
+    is open, so wrap a whole clip (the pipeline does) for the forwards to reuse each other's
+    memory; when the last scope closes, glibc's defaults return (``M_MMAP_MAX`` and the trim
+    threshold, or ``MALLOC_TRIM_THRESHOLD_`` where set) and the heap's free memory goes back to
+    the system (``malloc_trim``). Blocks over 64 MiB made by a non-main thread are still mapped
+    (glibc caps per-thread heaps); smaller ones are reused.
     """
     libc = _libc() if enabled else None
     if libc is None:
@@ -80,5 +87,5 @@ def reuse_host_memory(enabled: bool = True) -> Iterator[bool]:
             _state["depth"] -= 1
             if _state["depth"] == 0:
                 libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-                libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM_THRESHOLD)
+                libc.mallopt(M_TRIM_THRESHOLD, _default_trim_threshold())
                 libc.malloc_trim(0)
