@@ -101,7 +101,7 @@ VTOONIFY_NODES = {
     "VToonifySaveModel": (["vtoonify_model", "filename_prefix", "overwrite"], [], ["STRING"]),
     "VToonifyStylizeVideo": (["vtoonify_model", "video", "style_degree", "batch_size", "crop_mode"],
                              ["style", "style_id", "color_transfer", "face_padding", "chunk_size", "crf",
-                              "preview_frames"], ["VIDEO", "IMAGE"]),
+                              "preview_frames", "faces"], ["VIDEO", "IMAGE"]),
 }
 OUTPUT_NODES = {"VToonifySaveModel", "VToonifyStylizeVideo"}
 PROGRESS_NODES = {"VToonifyFaceParse", "VToonifySmoothParsing", "VToonifyStylizeFrames", "VToonifyEditStyleByText"}
