@@ -42,6 +42,7 @@ import pytest
 import torch
 from PIL import Image
 from workflow_specs import (
+    CLIP_FOLDER,
     D_ARCANE,
     D_CARTOON,
     ENCODER,
@@ -54,6 +55,8 @@ from workflow_specs import (
     PARSER,
     REFERENCE_IMAGE,
     T_CARTOON,
+    TEXT_EDITS,
+    TEXT_KEYFRAMES,
     TITLES,
     UPSCALER,
     WORKFLOWS,
@@ -89,7 +92,8 @@ VTOONIFY_NODES = {
     "VToonifyDetectFaces": (["images", "detector", "face", "index", "stylize", "crop", "smoothing", "face_padding",
                              "upsample"], [], ["VTOONIFY_FACES", "IMAGE", "INT"]),
     "VToonifyPasteBack": (["images", "stylized", "faces", "feather", "color_match"], ["mask"], ["IMAGE", "MASK"]),
-    "VToonifySpeedSettings": (["vtoonify_model", "bake_style", "channels_last", "fold_upsampling", "compile"], [],
+    "VToonifySpeedSettings": (["vtoonify_model", "bake_style", "channels_last", "fold_upsampling", "compile"],
+                              ["reuse_cpu_memory"],
                               ["VTOONIFY_MODEL"]),
     "VToonifyMergeModels": (["model_a", "model_b", "ratio", "exstyles"],
                             ["encoder", "modres", "fusion", "decoder_64", "decoder_128", "decoder_256", "decoder_512",
@@ -97,10 +101,15 @@ VTOONIFY_NODES = {
     "VToonifySaveModel": (["vtoonify_model", "filename_prefix", "overwrite"], [], ["STRING"]),
     "VToonifyStylizeVideo": (["vtoonify_model", "video", "style_degree", "batch_size", "crop_mode"],
                              ["style", "style_id", "color_transfer", "face_padding", "chunk_size", "crf",
-                              "preview_frames"], ["VIDEO", "IMAGE"]),
+                              "preview_frames", "faces"], ["VIDEO", "IMAGE"]),
 }
 OUTPUT_NODES = {"VToonifySaveModel", "VToonifyStylizeVideo"}
-PROGRESS_NODES = {"VToonifyFaceParse", "VToonifySmoothParsing", "VToonifyStylizeFrames"}
+PROGRESS_NODES = {"VToonifyFaceParse", "VToonifySmoothParsing", "VToonifyStylizeFrames", "VToonifyEditStyleByText"}
+#: inputs changed, by node type, when a workflow is run here (API and UI alike, so the UI run reuses the API
+#: run's results): the text edits take 2 Adam steps through a 32 px synthesis instead of the shipped 50 at 256,
+#: with no L2 pull (in 2 steps of the random CLIP it outweighs the CLIP gain, and the start code would be kept)
+RUN_SETTINGS = {"vtoonify_text_styles": {"VToonifyEditStyleByText": {"steps": 2, "resolution": "32",
+                                                                     "l2_weight": 0.0}}}
 
 # Builds a spec (workflow_specs.py) with the frontend's own LiteGraph classes and returns what the
 # frontend saves (graphToPrompt: {workflow, output}) as JSON text, so undefined fields are dropped
@@ -331,6 +340,27 @@ def load_api(name: str) -> dict:
     return json.loads((API_DIR / f"{name}.json").read_text())
 
 
+def run_settings(name: str, api: dict) -> dict:
+    """A copy of an API workflow with :data:`RUN_SETTINGS` applied (each changed input checked to exist)."""
+    api = copy.deepcopy(api)
+    for class_type, values in RUN_SETTINGS.get(name, {}).items():
+        targets = nodes_of(api, class_type)
+        assert targets, f"{name}: no {class_type} to set {values} on"
+        for node in targets.values():
+            assert set(values) <= set(node["inputs"]), (class_type, values)
+            node["inputs"].update(values)
+    return api
+
+
+# Sets widget values on every node of a type in the loaded graph (RUN_SETTINGS in the UI).
+SET_WIDGETS_JS = r"""
+([type, values]) => {
+  for (const node of window.app.graph.nodes.filter((n) => n.type === type))
+    for (const [name, value] of Object.entries(values)) node.widgets.find((w) => w.name === name).value = value;
+}
+"""
+
+
 def nodes_of(api: dict, class_type: str) -> dict[str, dict]:
     return {nid: node for nid, node in api.items() if node["class_type"] == class_type}
 
@@ -395,6 +425,12 @@ def workflow_env(comfy_server, vtoonify_t_path, vtoonify_d_path, psp_path, bisen
     upscalers = comfy_server.base / "models" / "upscale_models"
     upscalers.mkdir(parents=True, exist_ok=True)
     torch.save(compact_upscaler(scale=2), upscalers / UPSCALER)
+    # a tiny random CLIP (both towers, transformers format) under the name the text template uses
+    clip = comfy_server.base / "models" / "clip" / CLIP_FOLDER
+    if not (clip / "config.json").is_file():
+        from vtoonify_core.testing.tinyclip import write_tiny_clip
+
+        write_tiny_clip(clip)
 
     # the pack copied its example inputs into the input folder when it loaded
     for name in EXAMPLE_INPUTS:
@@ -548,6 +584,30 @@ def check_outputs(name: str, server, entry: dict, api: dict, env: dict) -> None:
         assert len(previews) == 4
         # the style changes over the clip: the first and last frames differ far more than the pan explains
         assert np.abs(previews[0].astype(float) - previews[-1].astype(float)).mean() > 2.0
+    elif name == "vtoonify_text_styles":
+        (saved,) = server.output_images(entry, node_by_title(api, "Save Video (mp4 with sound)"))
+        assert_clip_kept(video_facts(server.view(saved["filename"], saved["subfolder"])), env["clip_out"])
+        assert sorted(n["inputs"]["text"] for n in nodes_of(api, "VToonifyEditStyleByText").values()) == \
+            sorted(TEXT_EDITS)
+        (keyframes,) = nodes_of(api, "VToonifyStyleKeyframes").values()
+        assert keyframes["inputs"]["keyframes"] == TEXT_KEYFRAMES
+        info = " ".join(entry["outputs"][node_by_title(api, "schedule_info")]["text"])
+        assert "style keyframes (3;" in info and all(f"frame {f}: " in info for f in (0, 3, 4)), info
+        afters = []
+        for title in ("A: before, after", "B: before, after"):
+            before, after = fetch_images(server, entry, node_by_title(api, title))
+            assert before.shape == after.shape == (32, 32, 3)  # RUN_SETTINGS' resolution
+            assert np.abs(before.astype(float) - after.astype(float)).max() > 0, f"{title}: the text changed nothing"
+            afters.append(after)
+        assert np.abs(afters[0].astype(float) - afters[1].astype(float)).max() > 0, "the two sentences gave one code"
+        # every frame (preview_frames 8): style A on frames 0-3, B on 4-7. The step from frame 3 to 4 (A to B)
+        # is far larger than the steps within a half (the same style; only the slow pan moves)
+        previews = fetch_images(server, entry, node_by_title(api, "Stylized frames (first to last)"))
+        frames = [f.astype(float) for f in previews]
+        assert len(frames) == CLIP_FRAMES and all(f.shape[:2] == env["clip_out"] for f in frames)
+        steps = [float(np.abs(frames[i + 1] - frames[i]).mean()) for i in range(CLIP_FRAMES - 1)]
+        within = steps[:3] + steps[4:]
+        assert steps[3] > 2 * max(within), steps
     elif name == "vtoonify_d_exemplar":
         (plain,) = fetch_images(server, entry, node_by_title(api, "Save (face colours)"))
         (color,) = fetch_images(server, entry, node_by_title(api, "Save (exemplar colours)"))
@@ -627,7 +687,7 @@ def check_outputs(name: str, server, entry: dict, api: dict, env: dict) -> None:
 
 @pytest.mark.parametrize("name", NAMES, scope="module")  # each API run, then its UI twin
 def test_api_workflow_runs(name, workflow_env, comfy_server):
-    api = load_api(name)
+    api = run_settings(name, load_api(name))
     prompt_id = comfy_server.post_prompt(copy.deepcopy(api))
     entry = comfy_server.wait(prompt_id, timeout=300)
     save_output_artifact(name, comfy_server, entry, api)
@@ -708,6 +768,9 @@ def test_ui_workflow_loads_converts_and_runs(name, workflow_env, browser_page, c
     assert browser_page.page.locator("[role=dialog]").count() == 0, "loading the workflow opened a dialog"
     assert browser_page.evaluate("() => window.app.graph.nodes.length") == len(ui["nodes"])
     assert browser_page.graph_to_prompt()["output"] == api
+    for class_type, values in RUN_SETTINGS.get(name, {}).items():
+        browser_page.evaluate(SET_WIDGETS_JS, [class_type, values])
+    assert browser_page.graph_to_prompt()["output"] == run_settings(name, api)
     entry = comfy_server.wait(browser_page.queue_prompt(), timeout=300)
     for nid in [*nodes_of(api, "SaveImage"), *nodes_of(api, "SaveVideo")]:
         assert comfy_server.output_images(entry, nid), f"{api[nid]['class_type']} {nid} saved nothing"

@@ -306,6 +306,97 @@ STYLE_KEYFRAMES = {
     ],
 }
 
+# ---------------------------------------------------------------------------------------------- (1d) text-edited styles
+
+#: the CLIP folder the text template names (ComfyUI/models/clip/<CLIP_FOLDER>, Hugging Face format)
+CLIP_FOLDER = "openai/clip-vit-base-patch32"
+#: the two sentences of the text template (styles A and B) and their keyframes over the example clip:
+#: A held on frames 0-3, B from frame 4
+TEXT_EDITS = ("a cartoon with big eyes", "a grumpy old cartoon")
+TEXT_KEYFRAMES = "0:A, 3:A, 4:B"
+
+CLIP_TEXT = (
+    "**CLIP**: a full CLIP with both towers (image and text) in Hugging Face format, e.g. "
+    "[openai/clip-vit-base-patch32](https://huggingface.co/openai/clip-vit-base-patch32) (`config.json`, "
+    "`model.safetensors`, the tokenizer files) in `ComfyUI/models/clip/" + CLIP_FOLDER + "/` (or "
+    "`models/vtoonify/clip/`); an open_clip folder works too. The Stable Diffusion text encoders usually found "
+    "in `models/clip/` have one tower only and are refused. Nothing is downloaded.")
+
+
+def _edit(text: str, title: str) -> dict:
+    return {"type": "VToonifyEditStyleByText", "title": title, "width": 340, "widgets": {
+        "text": text, "clip_model": CLIP_FOLDER, "steps": 50, "strength": 1.0, "layers": "all", "first_layer": 0,
+        "last_layer": 17, "source_text": "", "learning_rate": 0.1, "l2_weight": 0.008, "identity_weight": 0.0,
+        "resolution": "256", "seed": 0, "control_after_generate": "fixed", "augmentations": 0}}
+
+
+TEXT_STYLES = {
+    "nodes": {
+        "note": _note(
+            "## Styles edited by text over a video\n\n"
+            "1. **Extract Style Code** reads the face of the portrait (exemplar `style_id` 26).\n"
+            "2. **Edit Style by Text** moves that code twice, each toward a sentence under CLIP (StyleCLIP's "
+            "latent optimisation through DualStyleGAN, `steps` Adam steps with an L2 pull to the start code; the "
+            "face stays the portrait's through the `face` input): **A** \"" + TEXT_EDITS[0] + "\", **B** \""
+            + TEXT_EDITS[1] + "\". Each shows the face before and after its edit.\n"
+            "3. **Style Keyframes** `" + TEXT_KEYFRAMES + "`: style A on frames 0-3, B from frame 4 on (write "
+            "`0:A, 120:B` to morph from one into the other over 120 frames).\n"
+            "4. **Stylize Video** toonifies the clip chunk by chunk with the keyframed styles, keeping its frames, "
+            "frame rate and sound. " + VIDEO_SAVE_TEXT + "\n\n"
+            "Each step runs the backbone and CLIP forward and backward: on a CPU, lower `steps` or `resolution` "
+            "to try things out. Cancel stops an edit and keeps the best code so far.\n\n"
+            + CLIP_TEXT + "\n\n" + FACE_CROP_TEXT + "\n\n" + MODELS_TEXT, height=860),
+        "image": _load_image(EXAMPLE_IMAGE, "Load portrait"),
+        "video": _load_video(),
+        "loader": _loader(DEFAULT_CHECKPOINT),
+        "extract": _extract(26, False, "Extract Style Code (the face)"),
+        "edit_a": _edit(TEXT_EDITS[0], "Edit Style by Text (A: big eyes)"),
+        "edit_b": _edit(TEXT_EDITS[1], "Edit Style by Text (B: grumpy, old)"),
+        "before_after_a": {"type": "PreviewImage", "title": "A: before, after", "width": 260, "height": 280},
+        "before_after_b": {"type": "PreviewImage", "title": "B: before, after", "width": 260, "height": 280},
+        "keyframes": {"type": "VToonifyStyleKeyframes", "width": 300, "widgets": {"keyframes": TEXT_KEYFRAMES}},
+        "schedule_info": {"type": "PreviewAny", "title": "schedule_info", "width": 300, "height": 140},
+        "stylize": {"type": "VToonifyStylizeVideo", "width": 320, "widgets": {
+            "style_degree": 0.5, "batch_size": 4, "crop_mode": "face (official crop)", "style_id": 26,
+            "color_transfer": False, "face_padding": 200, "chunk_size": 32, "crf": 18, "preview_frames": 8}},
+        "previews": {"type": "PreviewImage", "title": "Stylized frames (first to last)", "width": 260,
+                     "height": 280},
+        "save": _save_video("vtoonify/text_styles", "Save Video (mp4 with sound)"),
+    },
+    "links": [
+        ("loader", "vtoonify_model", "extract", "vtoonify_model"),
+        ("image", "IMAGE", "extract", "image"),
+        *[link for key in ("edit_a", "edit_b") for link in (
+            ("loader", "vtoonify_model", key, "vtoonify_model"), ("extract", "style", key, "style"),
+            ("image", "IMAGE", key, "face"))],
+        ("edit_a", "before_after", "before_after_a", "images"),
+        ("edit_b", "before_after", "before_after_b", "images"),
+        ("edit_a", "style", "keyframes", "style_a"),
+        ("edit_b", "style", "keyframes", "style_b"),
+        ("keyframes", "schedule_info", "schedule_info", "source"),
+        ("loader", "vtoonify_model", "stylize", "vtoonify_model"),
+        ("video", "VIDEO", "stylize", "video"),
+        ("keyframes", "style", "stylize", "style"),
+        ("stylize", "previews", "previews", "images"),
+        ("stylize", "video", "save", "video"),
+    ],
+    "columns": [
+        [{"group": None, "nodes": ["note"]}],
+        [{"group": "Face", "color": BLUE, "nodes": ["image"]},
+         {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
+        [{"group": "1. Style code of the face", "color": PURPLE, "nodes": ["extract"]},
+         {"group": "2. Edited by text", "color": PURPLE, "nodes": ["edit_a", "edit_b"]}],
+        [{"group": None, "nodes": ["before_after_a", "before_after_b"]}],
+        [{"group": "3. Keyframes", "color": PURPLE, "nodes": ["keyframes", "schedule_info"]},
+         # Load Video's player takes the node's height once the clip is loaded: nothing right below it
+         {"group": "Input video", "color": BLUE, "nodes": ["video"]}],
+        # the node shows its video when it has run: nothing below it
+        [{"group": "4. Stylize the video", "color": GREEN, "nodes": ["stylize"]}],
+        [{"group": None, "nodes": ["previews"]},
+         {"group": "Save", "color": YELLOW, "nodes": ["save"]}],
+    ],
+}
+
 # ---------------------------------------------------------------------------------------------- (2) VToonify-D exemplar
 
 D_EXEMPLAR = {
@@ -716,6 +807,7 @@ TITLES: dict[str, str] = {
     "vtoonify_video_frames": "Video with sound, frame by frame",
     "vtoonify_video_stream": "Long video with sound, streamed",
     "vtoonify_style_keyframes": "Styles changing over a video",
+    "vtoonify_text_styles": "Styles edited by text over a video",
     "vtoonify_d_exemplar": "VToonify-D exemplar styles",
     "vtoonify_upscale": "Upscale with a model",
     "vtoonify_upscale_cheap": "Upscale by resizing",
@@ -729,6 +821,7 @@ WORKFLOWS: dict[str, dict] = {
     "vtoonify_video_frames": VIDEO_FRAMES,
     "vtoonify_video_stream": VIDEO_STREAM,
     "vtoonify_style_keyframes": STYLE_KEYFRAMES,
+    "vtoonify_text_styles": TEXT_STYLES,
     "vtoonify_d_exemplar": D_EXEMPLAR,
     "vtoonify_upscale": _upscale_spec(cheap=False),
     "vtoonify_upscale_cheap": _upscale_spec(cheap=True),
