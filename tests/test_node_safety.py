@@ -289,6 +289,8 @@ def test_missing_encoder_parser_and_codes(fake_comfy, tmp_path, monkeypatch):
     empty = tmp_path / "vtoonify"
     empty.mkdir()
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "vtoonify", ([str(empty)], set()))
+    # the pack's own models/vtoonify is always listed too (after the user's folders): an empty one here
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
     lines = validate(fake_comfy, checkpoint=D_CKPT).split("\n")
     assert [line.split(":")[0] for line in lines] == ["checkpoint", "style_encoder", "face_parser", "exstyle (auto"]
     assert lines[1] == (f"style_encoder: 'encoder.pt' is not in models/vtoonify: save it as models/vtoonify/encoder.pt "
