@@ -48,6 +48,7 @@ def test_templates_are_titled_under_extensions(comfy_server, browser_page):
     dialog = page.locator("[role=dialog]")
     dialog.wait_for(state="visible", timeout=20000)
     group = dialog.get_by_text("Extensions", exact=True)
+    group.first.wait_for(state="visible", timeout=20000)  # the groups fill in after the dialog opens
     assert group.count() == 1, "no Extensions group in the template browser"
     entry = dialog.get_by_text(pack, exact=True)
     entry.click()
