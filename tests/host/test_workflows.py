@@ -888,7 +888,7 @@ def test_stylize_video_from_frames_in_memory_cancelled_and_resumed(workflow_env,
 #: widgets set to tiny values before a template runs in these tests (template -> node title -> widget -> value):
 #: the student template trains for 1000 steps as shipped, here for a few (about 20 s on 2 CPU cores)
 QUICK: dict[str, dict[str, dict]] = {
-    "vtoonify_student": {"Train VToonify Student": {"steps": 12, "batch_size": 2, "crop_size": 32}},
+    "vtoonify_student": {"Train VToonify Student": {"steps": 12, "frames_per_step": 2, "crop_size": 32}},
 }
 
 QUICK_JS = r"""

@@ -752,14 +752,14 @@ def _student_spec() -> dict:
             "loader": _loader(DEFAULT_CHECKPOINT),
             "extract": _extract(),
             "train": {"type": "VToonifyTrainStudent", "width": 320, "widgets": {
-                "style_degree": 0.5, "steps": 1000, "refiner": True, "batch_size": 4, "crop_size": 96, "seed": 0,
+                "style_degree": 0.5, "steps": 1000, "refiner": True, "frames_per_step": 4, "crop_size": 96, "seed": 0,
                 "control_after_generate": "fixed",
                 "filename_prefix": STUDENT_PREFIX}},
             "load_student": {"type": "VToonifyLoadStudent", "title": "Load VToonify Student (muted: Ctrl+M)",
                              "width": 320, "mode": MUTED, "widgets": {
                                  "student_name": STUDENT_FILE, "device": "auto", "precision": "auto"}},
             "stylize": {"type": "VToonifyStylizeFramesStudent", "width": 300,
-                        "widgets": {"batch_size": 8, "refine": True}},
+                        "widgets": {"frames_per_chunk": 8, "refine": True}},
             "create": {"type": "CreateVideo", "width": 300},
             "save": _save_video("vtoonify/student_video", "Save Video (mp4 with sound)"),
         },
