@@ -157,12 +157,15 @@ class TrainStudent:
                 if _comfy.previews_enabled() and "student" in holder:
                     holder["preview"] = _preview(holder["student"], first, f"step {step}  loss {logs['loss']:.4f}")
 
+            # ComfyUI runs nodes under torch.inference_mode(): training needs autograd, and tensors made
+            # outside inference mode (the frames, cloned) for the student's parameters and losses
             try:
-                student = train_student(teacher, frames * 2.0 - 1.0, steps=int(steps), seed=int(seed),
-                                        device=model.device, batch_size=int(frames_per_step), refiner=bool(refiner),
-                                        crop_size=int(crop_size), progress=progress,
-                                        check_interrupt=_comfy.check_interrupt, checkpoint=path, on_log=on_log,
-                                        log_every=PREVIEW_EVERY, on_start=lambda s: holder.update(student=s))
+                with torch.inference_mode(False), torch.enable_grad():
+                    student = train_student(teacher, frames.clone() * 2.0 - 1.0, steps=int(steps), seed=int(seed),
+                                            device=model.device, batch_size=int(frames_per_step),
+                                            refiner=bool(refiner), crop_size=int(crop_size), progress=progress,
+                                            check_interrupt=_comfy.check_interrupt, checkpoint=path, on_log=on_log,
+                                            log_every=PREVIEW_EVERY, on_start=lambda s: holder.update(student=s))
             finally:
                 _forget_listing()
             return {"ui": {"text": [f"Saved {name} in {path.parent} ({student.meta.get('steps')} steps, loss "

@@ -52,6 +52,17 @@ def test_train_writes_a_student_that_load_lists_and_loads_equal(fake_comfy, trai
     assert not torch.equal(out, stylize(again, images, 2, False)[0])
 
 
+def test_trains_under_comfyuis_inference_mode(fake_comfy, model, style, images):
+    """ComfyUI executes every node inside torch.inference_mode(): the node still trains (the loss falls
+    through autograd) and the student it returns runs there too."""
+    with torch.inference_mode():
+        frames = images.clone()  # an inference tensor, as ComfyUI's IMAGE batches are
+        student, _ = train(fake_comfy, model, style, frames, steps=3, filename_prefix="inference")["result"]
+        out = fake_comfy.node("VToonifyStylizeFramesStudent")(student, frames, 2, True)[0]
+    assert out.shape == (4, 128, 128, 3)
+    assert not any(p.is_inference() for p in student.parameters())
+
+
 def test_progress_covers_the_teacher_and_the_steps(fake_comfy, model, style, images):
     fake_comfy.state.progress.clear()
     train(fake_comfy, model, style, images, steps=2)

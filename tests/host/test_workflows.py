@@ -51,9 +51,13 @@ from workflow_specs import (
     EXAMPLE_INPUTS,
     KEYFRAMES,
     MERGE_PANELS,
+    MUTED,
     MERGE_SPACING,
     PARSER,
     REFERENCE_IMAGE,
+    STUDENT_FILE,
+    STUDENT_FRAMES,
+    STUDENT_PREFIX,
     T_CARTOON,
     TEXT_EDITS,
     TEXT_KEYFRAMES,
@@ -132,6 +136,7 @@ async (spec) => {
       widget.value = value;
     }
     if (def.color) node.color = def.color;
+    if (def.mode !== undefined) node.mode = def.mode;
     made[key] = node;
   }
   for (const [a, out, b, inp] of spec.links) {
@@ -505,8 +510,9 @@ def test_workflow_files_are_complete():
         assert ui.get("version") == 0.4 and ui["nodes"] and ui["links"] and ui["groups"], name
         types = {n["type"] for n in ui["nodes"]}
         assert "MarkdownNote" in types, f"{name}: no note"
-        # the API twin has every node of the UI workflow but the notes
-        assert sorted(map(int, api)) == sorted(n["id"] for n in ui["nodes"] if n["type"] != "MarkdownNote")
+        # the API twin has every node of the UI workflow but the notes and the muted nodes
+        assert sorted(map(int, api)) == sorted(n["id"] for n in ui["nodes"]
+                                               if n["type"] != "MarkdownNote" and n.get("mode", 0) != MUTED)
         loaders = nodes_of(api, "VToonifyLoadModel")
         assert loaders, name
         for node in loaders.values():
@@ -571,6 +577,8 @@ def check_outputs(name: str, server, entry: dict, api: dict, env: dict) -> None:
         assert_clip_kept(video_facts(server.view(shown["filename"], shown["subfolder"], "temp")), env["clip_out"])
         previews = fetch_images(server, entry, node_by_title(api, "Stylized frames (first to last)"))
         assert len(previews) == 4 and all(p.shape[:2] == env["clip_out"] for p in previews)
+    elif name == "vtoonify_student":
+        check_student_outputs(server, entry, api)
     elif name == "vtoonify_style_keyframes":
         (path_node,) = [nid for nid in nodes_of(api, "PreviewAny") if api[nid]["_meta"]["title"] == "Written video"]
         (written,) = entry["outputs"][path_node]["text"]
@@ -687,7 +695,7 @@ def check_outputs(name: str, server, entry: dict, api: dict, env: dict) -> None:
 
 @pytest.mark.parametrize("name", NAMES, scope="module")  # each API run, then its UI twin
 def test_api_workflow_runs(name, workflow_env, comfy_server):
-    api = run_settings(name, load_api(name))
+    api = quick_settings(name, run_settings(name, load_api(name)))
     prompt_id = comfy_server.post_prompt(copy.deepcopy(api))
     entry = comfy_server.wait(prompt_id, timeout=300)
     save_output_artifact(name, comfy_server, entry, api)
@@ -772,6 +780,7 @@ def test_ui_workflow_loads_converts_and_runs(name, workflow_env, browser_page, c
     for class_type, values in RUN_SETTINGS.get(name, {}).items():
         browser_page.evaluate(SET_WIDGETS_JS, [class_type, values])
     assert browser_page.graph_to_prompt()["output"] == run_settings(name, api)
+    quicken_graph(browser_page, name)
     entry = comfy_server.wait(browser_page.queue_prompt(), timeout=300)
     for nid in [*nodes_of(api, "SaveImage"), *nodes_of(api, "SaveVideo")]:
         assert comfy_server.output_images(entry, nid), f"{api[nid]['class_type']} {nid} saved nothing"
@@ -936,3 +945,95 @@ def test_stylize_video_from_frames_in_memory_cancelled_and_resumed(workflow_env,
     assert values[0] >= 2 and values[-1] == CLIP_FRAMES, values  # continued after the finished chunk
     (saved,) = comfy_server.output_images(entry, save)
     assert_clip_kept(video_facts(comfy_server.view(saved["filename"], saved["subfolder"])), workflow_env["clip_out"])
+
+
+# ---------------------------------------------------------------------------------------------- the student template
+
+#: widgets set to tiny values before a template runs in these tests (template -> node title -> widget -> value):
+#: the student template trains for 1000 steps as shipped, here for a few (about 20 s on 2 CPU cores)
+QUICK: dict[str, dict[str, dict]] = {
+    "vtoonify_student": {"Train VToonify Student": {"steps": 12, "frames_per_step": 2, "crop_size": 32}},
+}
+
+QUICK_JS = r"""
+(quick) => {
+  for (const [title, values] of Object.entries(quick)) {
+    const nodes = window.app.graph.nodes.filter((n) => n.title === title);
+    if (nodes.length !== 1) throw new Error(`${nodes.length} nodes titled ${title}`);
+    for (const [name, value] of Object.entries(values)) {
+      const widget = (nodes[0].widgets || []).find((w) => w.name === name);
+      if (!widget) throw new Error(`${title}: no widget ${name}`);
+      widget.value = value;
+    }
+  }
+}
+"""
+
+
+def quick_settings(name: str, api: dict) -> dict:
+    """``api`` with the tiny settings of :data:`QUICK` for this template."""
+    for title, values in QUICK.get(name, {}).items():
+        api[node_by_title(api, title)]["inputs"].update(values)
+    return api
+
+
+def quicken_graph(page, name: str) -> None:
+    """The same tiny settings on the graph loaded in the frontend (before its Run)."""
+    if name in QUICK:
+        page.evaluate(QUICK_JS, QUICK[name])
+
+
+def student_written(entry: dict, api: dict) -> str:
+    """The file Train VToonify Student wrote (as Load VToonify Student lists it), from the text it shows."""
+    (train,) = nodes_of(api, "VToonifyTrainStudent")
+    (text,) = entry["outputs"][train]["text"]
+    assert text.startswith(f"Saved {STUDENT_PREFIX}_") and " (12 steps, loss " in text, text
+    return text.split()[1]
+
+
+def check_student_outputs(server, entry: dict, api: dict) -> None:
+    """The student template: trained on the first frames, it stylized every frame of the clip (4x the
+    whole frame), and the video has the clip's frame count, frame rate, sound and duration."""
+    (saved,) = server.output_images(entry, node_by_title(api, "Save Video (mp4 with sound)"))
+    assert saved["filename"].endswith(".mp4") and saved["type"] == "output", saved
+    assert_clip_kept(video_facts(server.view(saved["filename"], saved["subfolder"])), (4 * SIZE, 4 * SIZE))
+    (first,) = nodes_of(api, "ImageFromBatch")
+    assert api[first]["inputs"]["length"] == STUDENT_FRAMES < CLIP_FRAMES  # trained on part of the clip only
+    name = student_written(entry, api)
+    assert (server.base / "models" / "vtoonify_students" / name).is_file(), name
+    # the muted Load VToonify Student names the first file Train writes with the template's prefix
+    ui = load_ui("vtoonify_student")
+    (loader,) = [n for n in ui["nodes"] if n["type"] == "VToonifyLoadStudent"]
+    assert loader["mode"] == MUTED and loader["widgets_values"][0] == STUDENT_FILE
+
+
+def test_saved_student_loads_back_in_the_real_host(workflow_env, comfy_server):
+    """The student template's saved student, loaded by Load VToonify Student (listed at once) and run by
+    Stylize Frames (Student), gives the frames the trained one gave, pixel for pixel; ComfyUI keeps the
+    trained student (Train is not run again while its inputs stay the same)."""
+    api = quick_settings("vtoonify_student", load_api("vtoonify_student"))
+    (stylize,) = nodes_of(api, "VToonifyStylizeFramesStudent")
+    (components,) = nodes_of(api, "GetVideoComponents")
+    (train,) = nodes_of(api, "VToonifyTrainStudent")
+    api["90"] = {"class_type": "SaveImage", "inputs": {"images": [stylize, 0], "filename_prefix": "student_trained"}}
+    entry = comfy_server.run_prompt(copy.deepcopy(api), timeout=300)
+    name = student_written(entry, api)
+    trained = fetch_images(comfy_server, entry, "90")
+    assert len(trained) == CLIP_FRAMES and trained[0].shape == (4 * SIZE, 4 * SIZE, 3)
+    listed = comfy_server.object_info("VToonifyLoadStudent")["VToonifyLoadStudent"]["input"]["required"]
+    assert name in listed["student_name"][0], listed
+
+    api["91"] = {"class_type": "VToonifyLoadStudent",
+                 "inputs": {"student_name": name, "device": "auto", "precision": "fp32"}}
+    api["92"] = {"class_type": "VToonifyStylizeFramesStudent",
+                 "inputs": {**api[stylize]["inputs"], "vtoonify_student": ["91", 0], "images": [components, 0]}}
+    api["93"] = {"class_type": "SaveImage", "inputs": {"images": ["92", 0], "filename_prefix": "student_loaded"}}
+    prompt_id = comfy_server.post_prompt(copy.deepcopy(api))
+    entry = comfy_server.wait(prompt_id, timeout=300)
+    ran = {m["data"]["node"] for m in comfy_server.messages(prompt_id, "executing") if m["data"]["node"]}
+    assert train not in ran and {"91", "92", "93"} <= ran, ran
+    loaded = fetch_images(comfy_server, entry, "93")
+    assert len(loaded) == CLIP_FRAMES
+    for a, b in zip(trained, loaded):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert np.abs(trained[0].astype(float) - trained[-1].astype(float)).mean() > 0.5  # frames of a moving clip

@@ -10,7 +10,7 @@ notes), and with ``VTOONIFY_WRITE_WORKFLOWS=1`` saves what the frontend serializ
 
 A spec is a dict:
 
-``nodes``    key -> ``{"type", "title"?, "widgets"?: {name: value}, "width"?, "height"?, "color"?}``
+``nodes``    key -> ``{"type", "title"?, "widgets"?: {name: value}, "width"?, "height"?, "color"?, "mode"?}``
              (``text`` for ``MarkdownNote``/``Note``);
 ``links``    ``(from_key, output_name, to_key, input_name)``; an input that is a widget (e.g. the
              ``width`` of Upscale Image) turns into a socket when linked;
@@ -799,6 +799,92 @@ MERGE_STYLES = {
     ],
 }
 
+# ---------------------------------------------------------------------------------------------- (7) fast student
+
+#: Train VToonify Student's file name prefix in the student template (models/vtoonify_students/<prefix>_NNNNN)
+STUDENT_PREFIX = "student_example_clip"
+#: the frames of the clip the student template trains on (Get Image from Batch: the first STUDENT_FRAMES)
+STUDENT_FRAMES = 4
+#: Load VToonify Student (muted) in the student template: the first file Train VToonify Student writes there
+STUDENT_FILE = f"{STUDENT_PREFIX}_00001.safetensors"
+MUTED = 2  # LiteGraph's LGraphEventMode.NEVER (Ctrl+M): left out of the prompt
+
+
+def _student_spec() -> dict:
+    """Train a student (issue 16) on the first frames of the example clip with VToonify as the teacher,
+    then stylize the whole clip with it; a muted Load VToonify Student for running a saved one later."""
+    intro = (
+        "## Train a fast student, stylize the whole clip\n\n"
+        "1. **Load Video** + **Get Video Components**: the clip's frames, sound and fps; **Get Image from "
+        f"Batch** keeps the first `length` frames (here {STUDENT_FRAMES} of the 8-frame example; give a few "
+        "hundred of a long clip).\n"
+        "2. **Extract Style Code** reads the face of the first frame (exemplar `style_id` 26).\n"
+        "3. **Train VToonify Student** stylizes those frames once with VToonify (the teacher) and trains a small "
+        "two-stage network to reproduce them: a U-Net (about 6M parameters) and a refiner that keeps consecutive "
+        "frames coherent. Its progress bar shows a preview with the loss; Cancel stops it and still keeps the "
+        "student trained so far. The student is written to `ComfyUI/models/vtoonify_students/"
+        f"{STUDENT_PREFIX}_NNNNN.safetensors`. `steps` 1000 suits the example; use 2000-5000 for a real clip.\n"
+        "4. **Stylize Frames (Student)** stylizes every frame of the clip, in order, many times faster than "
+        "Stylize Frames.\n"
+        "5. **Create Video** with the clip's `fps` and `audio`: every frame, the frame rate and the sound are "
+        "kept. " + VIDEO_SAVE_TEXT + "\n\n"
+        "**Later, without training again**: unmute **Load VToonify Student** (select it, Ctrl+M), choose the "
+        "saved student and connect it to Stylize Frames (Student) in place of Train's output.\n\n"
+        "The frames are used whole (no face crop): the output is 4x the frame and the sides must be multiples "
+        "of 8; scale a large clip down first (e.g. Upscale Image By). A student only knows the framing and the "
+        "look of the frames it learnt: train it on the clip it will stylize.\n\n")
+    return {
+        "nodes": {
+            "note": _note(intro + MODELS_TEXT, height=860),
+            "video": _load_video(),
+            "components": {"type": "GetVideoComponents", "width": 300},
+            "first": {"type": "ImageFromBatch", "title": "First frames (to learn from)", "width": 300,
+                      "widgets": {"batch_index": 0, "length": STUDENT_FRAMES}},
+            "loader": _loader(DEFAULT_CHECKPOINT),
+            "extract": _extract(),
+            "train": {"type": "VToonifyTrainStudent", "width": 320, "widgets": {
+                "style_degree": 0.5, "steps": 1000, "refiner": True, "frames_per_step": 4, "crop_size": 96, "seed": 0,
+                "control_after_generate": "fixed",
+                "filename_prefix": STUDENT_PREFIX}},
+            "load_student": {"type": "VToonifyLoadStudent", "title": "Load VToonify Student (muted: Ctrl+M)",
+                             "width": 320, "mode": MUTED, "widgets": {
+                                 "student_name": STUDENT_FILE, "device": "auto", "precision": "auto"}},
+            "stylize": {"type": "VToonifyStylizeFramesStudent", "width": 300,
+                        "widgets": {"frames_per_chunk": 8, "refine": True}},
+            "create": {"type": "CreateVideo", "width": 300},
+            "save": _save_video("vtoonify/student_video", "Save Video (mp4 with sound)"),
+        },
+        "links": [
+            ("video", "VIDEO", "components", "video"),
+            ("components", "images", "first", "image"),
+            ("loader", "vtoonify_model", "extract", "vtoonify_model"),
+            ("components", "images", "extract", "image"),
+            ("loader", "vtoonify_model", "train", "vtoonify_model"),
+            ("extract", "style", "train", "style"),
+            ("first", "IMAGE", "train", "images"),
+            ("train", "vtoonify_student", "stylize", "vtoonify_student"),
+            ("components", "images", "stylize", "images"),
+            ("stylize", "images", "create", "images"),
+            ("components", "fps", "create", "fps"),
+            ("components", "audio", "create", "audio"),
+            ("create", "VIDEO", "save", "video"),
+        ],
+        "columns": [
+            [{"group": None, "nodes": ["note"]}],
+            # Load Video's player takes the node's height once the clip is loaded: nothing right below it
+            [{"group": "1. Input video", "color": BLUE, "nodes": ["video"]},
+             {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
+            [{"group": "1. Frames, sound, fps; the first frames", "color": BLUE, "nodes": ["components", "first"]},
+             {"group": "2. Style code (first frame)", "color": PURPLE, "nodes": ["extract"]}],
+            # Train shows what it saved when it has run: nothing below it
+            [{"group": "Later: a saved student", "color": CYAN, "nodes": ["load_student"]},
+             {"group": "3. Train the student on the first frames", "color": PURPLE, "nodes": ["train"]}],
+            [{"group": "4. Stylize the whole clip", "color": GREEN, "nodes": ["stylize"]}],
+            [{"group": "5. Video with the clip's fps and sound", "color": YELLOW, "nodes": ["create", "save"]}],
+        ],
+    }
+
+
 #: the title of each workflow, which is also its UI file's name (``workflows/<title>.json`` and
 #: ``.jpg``): the template browser of ComfyUI 0.30 (frontend 1.47) titles a custom-node template by its
 #: file name and reads no title from anywhere else. The API twin keeps the short name
@@ -815,6 +901,7 @@ TITLES: dict[str, str] = {
     "vtoonify_hair_skin": "Stylize hair and skin only",
     "vtoonify_reference_style": "Style from a reference",
     "vtoonify_merge_styles": "Merge two styles",
+    "vtoonify_student": "Train a fast student, stylize the clip",
 }
 
 WORKFLOWS: dict[str, dict] = {
@@ -829,4 +916,5 @@ WORKFLOWS: dict[str, dict] = {
     "vtoonify_hair_skin": _composite_spec(hair_skin=True),
     "vtoonify_reference_style": REFERENCE_STYLE,
     "vtoonify_merge_styles": MERGE_STYLES,
+    "vtoonify_student": _student_spec(),
 }
