@@ -56,6 +56,25 @@ def test_save_load_round_trip_is_equal(clip, tmp_path):
     assert half.dtype == torch.bfloat16 and half(clip[:2]).dtype == torch.float32
 
 
+def test_a_file_of_the_first_layout_still_loads(clip, tmp_path):
+    """Students written before ``decoder_width`` existed (no such key in their config) load with the
+    first decoder layout and stylize as they did."""
+    import json
+
+    from vtoonify_core.student import Student
+    from vtoonify_core.weights import read_checkpoint, save_safetensors
+
+    old = Student(StudentConfig(width=4, blocks=1, refiner_width=4, decoder_width=0)).eval()
+    old.save(tmp_path / "new.safetensors")
+    ckpt = read_checkpoint(tmp_path / "new.safetensors")
+    config = json.loads(ckpt.metadata["config"])
+    del config["decoder_width"]
+    save_safetensors(dict(ckpt.tensors), tmp_path / "old.safetensors", {**ckpt.metadata, "config": json.dumps(config)})
+    again = load_student(tmp_path / "old.safetensors")
+    assert again.config.decoder_width == 0 and "g.up.3.2.weight" not in again.state_dict()
+    assert torch.equal(again(clip[:3]), old(clip[:3]))
+
+
 def test_refiner_off_trains_on_two_frames_and_refiner_on_needs_three(clip, tmp_path):
     student = train_tiny(clip[:2], refiner=False, checkpoint=tmp_path / "g.safetensors")
     assert student.r is None and not load_student(tmp_path / "g.safetensors").has_refiner
@@ -71,6 +90,26 @@ def test_chunked_stylize_with_state_equals_the_whole_clip(clip):
     b, _ = student.stylize(clip[4:7], state, batch_size=2)
     assert torch.allclose(torch.cat([a, b]), whole, atol=1e-6)
     assert whole.min() >= -1 and whole.max() <= 1
+
+
+@pytest.mark.parametrize("h, w", [(8, 8), (24, 40), (5, 7)])
+def test_the_folded_layout_is_the_4x_output_folded(h, w):
+    """The student stylizes in the folded layout (pixel unshuffle x4) and unfolds each frame once:
+    the bilinear x4 skip computed there equals PyTorch's up-sampling folded, edges included, and
+    the refiner's folded form equals its image form."""
+    from vtoonify_core.student.network import Refiner, folded_upsample
+
+    x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(h))
+    want = torch.nn.functional.pixel_unshuffle(
+        torch.nn.functional.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False), 4)
+    assert torch.allclose(folded_upsample(x), want, atol=1e-6)
+    r = Refiner(4)
+    torch.nn.init.normal_(r.out.weight, std=0.1)  # not the identity it starts as
+    g, prev = torch.randn(2, 3, 4 * h, 4 * w), torch.randn(2, 3, 4 * h, 4 * w)
+    src = torch.randn(2, 9, h, w)
+    fold = torch.nn.functional.pixel_unshuffle
+    with torch.no_grad():
+        assert torch.allclose(fold(r(g, prev, src), 4), r.folded(fold(g, 4), fold(prev, 4), src), atol=1e-6)
 
 
 def test_interrupt_leaves_a_loadable_checkpoint(clip, tmp_path):

@@ -21,6 +21,7 @@ def read_config(metadata: dict, path: PathLike) -> StudentConfig:
                               f"choose a file written by Train VToonify Student or `python -m vtoonify_core distill`.")
     try:
         raw = json.loads(metadata["config"])
+        raw.setdefault("decoder_width", 0)  # written before the field: the first decoder layout
         fields = set(StudentConfig.__dataclass_fields__)
         return StudentConfig(**{k: v for k, v in raw.items() if k in fields})
     except (KeyError, TypeError, ValueError) as exc:

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import validate_frames
 from ..errors import InputError
+from ..host_memory import reuse_host_memory
 from ..types import MULTIPLE, SCALE, DeviceLike, PathLike, Progress
 from ..weights import save_safetensors
 from .network import CONTEXT, Refiner, StudentConfig, StudentUNet, context_frames
@@ -26,7 +28,8 @@ FORMAT_VERSION = "1"
 @dataclass
 class StudentState:
     """What the refiner carries from one call to the next: the last ``L`` source frames (oldest
-    first) and the last refined output, on the student's device."""
+    first) and the last refined output (folded: ``[1, 48, H, W]``, pixel unshuffle x4), on the
+    student's device."""
 
     history: Optional[Tensor] = None
     prev: Optional[Tensor] = None
@@ -53,7 +56,7 @@ class Student(nn.Module):
     def __init__(self, config: StudentConfig = StudentConfig(), meta: Optional[dict] = None) -> None:
         super().__init__()
         self.config = config
-        self.g = StudentUNet(config.width, config.blocks)
+        self.g = StudentUNet(config.width, config.blocks, config.decoder_width)
         self.r: Optional[Refiner] = Refiner(config.refiner_width) if config.refiner else None
         self.meta: dict = dict(meta or {})
 
@@ -99,22 +102,23 @@ class Student(nn.Module):
         state = StudentState() if state is None else state
         dev, dt = self.device, self.dtype
         use_r = refine and self.r is not None
-        for i in range(0, t_all, int(batch_size)):
-            if check_interrupt is not None:
-                check_interrupt()
-            x = frames[i:i + batch_size].to(dev, dt)
-            g = self.g(x)
-            if use_r:
-                for k in range(x.shape[0]):
-                    prev = g[k:k + 1] if state.prev is None else state.prev
-                    y = self.r(g[k:k + 1], prev, context_frames(x, k, state.history))
-                    g[k:k + 1] = y
-                    state.prev = y
-                hist = x if state.history is None else torch.cat([state.history, x], 0)
-                state.history = hist[-CONTEXT:]
-            out[i:i + x.shape[0]] = g.float().clamp_(-1.0, 1.0).to(out_dev)
-            if progress is not None:
-                progress(min(i + x.shape[0], t_all), t_all)
+        with reuse_host_memory():  # the same large blocks every frame: reused, not mapped and zeroed anew
+            for i in range(0, t_all, int(batch_size)):
+                if check_interrupt is not None:
+                    check_interrupt()
+                x = frames[i:i + batch_size].to(dev, dt)
+                g = self.g.folded(x)
+                if use_r:
+                    for k in range(x.shape[0]):
+                        prev = g[k:k + 1] if state.prev is None else state.prev
+                        state.prev = y = self.r.folded(g[k:k + 1], prev, context_frames(x, k, state.history))
+                        out[i + k:i + k + 1] = F.pixel_shuffle(y, SCALE).float().clamp_(-1.0, 1.0).to(out_dev)
+                    hist = x if state.history is None else torch.cat([state.history, x], 0)
+                    state.history = hist[-CONTEXT:]
+                else:
+                    out[i:i + x.shape[0]] = F.pixel_shuffle(g, SCALE).float().clamp_(-1.0, 1.0).to(out_dev)
+                if progress is not None:
+                    progress(min(i + x.shape[0], t_all), t_all)
         return out, state
 
     def save(self, path: PathLike) -> Path:

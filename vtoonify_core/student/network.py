@@ -26,16 +26,20 @@ class StudentConfig:
 
     Attributes:
         width: channels of the U-Net's full-resolution level; the levels have ``width * (1, 2, 4, 8, 16)``
-            (16 = about 6M parameters, the paper's size).
+            (16 = 5.3M parameters with the defaults; the paper's network has 5.6M).
         blocks: residual blocks at the deepest level (1/16 of the input).
         refiner: whether the Stage-II refiner is present.
         refiner_width: channels of the refiner.
+        decoder_width: channels of the U-Net's last decoder level (full input resolution, two 3x3
+            convolutions) that feeds the x4 sub-pixel head; 0 is the first layout (one convolution
+            of ``width`` channels), which files written before this field load as.
     """
 
     width: int = 16
-    blocks: int = 4
+    blocks: int = 3
     refiner: bool = True
     refiner_width: int = 16
+    decoder_width: int = 32
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,9 +55,14 @@ class _Act(nn.Module):
 
 
 class _ResBlock(nn.Module):
+    """``x + conv(act(conv(x)))``, starting as the identity (the second convolution is zero), so the
+    deep blocks do not disturb the first steps and training is stable at the default rate."""
+
     def __init__(self, c: int) -> None:
         super().__init__()
         self.conv1, self.conv2 = _conv(c, c), _conv(c, c)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv2(F.leaky_relu(self.conv1(x), 0.2, inplace=True))
@@ -72,23 +81,32 @@ class StudentUNet(nn.Module):
     """Stage I: ``G(x)``, ``[B, 3, H, W]`` -> ``[B, 3, 4H, 4W]`` (unclamped; about [-1, 1]).
 
     Thin full-resolution levels and most parameters at 1/8 and 1/16 of the input, so the network
-    is cheap per pixel; the output is a sub-pixel (pixel shuffle x4) residual on top of the
-    bilinearly up-sampled input.
+    is cheap per pixel; the last decoder level (``decoder_width`` channels, two convolutions) gives
+    the head enough per-pixel capacity for the 16 output pixels each input pixel becomes. The
+    output is a sub-pixel (pixel shuffle x4) residual on top of the bilinearly up-sampled input.
     """
 
-    def __init__(self, width: int = 16, blocks: int = 4) -> None:
+    def __init__(self, width: int = 16, blocks: int = 3, decoder_width: int = 32) -> None:
         super().__init__()
         c = [width * m for m in (1, 2, 4, 8, 16)]
         self.stem = nn.Sequential(_conv(3, c[0]), _Act())
         self.down = nn.ModuleList(nn.Sequential(_conv(c[i], c[i + 1], 3, 2), _Act(), _conv(c[i + 1], c[i + 1]), _Act())
                                   for i in range(4))
         self.mid = nn.Sequential(*[_ResBlock(c[4]) for _ in range(blocks)])
-        self.up = nn.ModuleList(nn.Sequential(_conv(c[i + 1] + c[i], c[i]), _Act()) for i in reversed(range(4)))
-        self.head = _conv(c[0], 3 * SCALE * SCALE)
+        self.up = nn.ModuleList(nn.Sequential(_conv(c[i + 1] + c[i], c[i]), _Act()) for i in reversed(range(1, 4)))
+        last = decoder_width or c[0]
+        self.up.append(nn.Sequential(_conv(c[1] + c[0], last), _Act(), _conv(last, last), _Act()) if decoder_width
+                       else nn.Sequential(_conv(c[1] + c[0], c[0]), _Act()))
+        self.head = _conv(last, 3 * SCALE * SCALE)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(self.folded(x), SCALE)
+
+    def folded(self, x: Tensor) -> Tensor:
+        """``G(x)`` folded to the input resolution, ``[B, 3 * 16, H, W]`` (pixel unshuffle x4 of the
+        output): the refiner reads and writes this layout, so a clip is unfolded once per frame."""
         xp, h, w = _pad_to(x, UNET_MULTIPLE)
         skips = [self.stem(xp)]
         for layer in self.down:
@@ -98,9 +116,8 @@ class StudentUNet(nn.Module):
             skip = skips.pop()
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = layer(torch.cat([y, skip], 1))
-        out = F.pixel_shuffle(self.head(y), SCALE)
-        out = out + F.interpolate(xp, scale_factor=SCALE, mode="bilinear", align_corners=False)
-        return out[..., :SCALE * h, :SCALE * w]
+        out = self.head(y).add_(folded_upsample(xp))
+        return out[..., :h, :w]
 
 
 class Refiner(nn.Module):
@@ -126,14 +143,36 @@ class Refiner(nn.Module):
 
     def forward(self, g_t: Tensor, prev: Tensor, sources: Tensor) -> Tensor:
         """``sources``: ``[B, 3 * (L + 1), H, W]``, x_t then the previous frames, newest first."""
-        g_f, prev_f = F.pixel_unshuffle(g_t, SCALE), F.pixel_unshuffle(prev, SCALE)
+        y = self.folded(F.pixel_unshuffle(g_t, SCALE), F.pixel_unshuffle(prev, SCALE), sources)
+        return F.pixel_shuffle(y, SCALE)
+
+    def folded(self, g_f: Tensor, prev_f: Tensor, sources: Tensor) -> Tensor:
+        """:meth:`forward` in the folded layout: ``g_f`` and ``prev_f`` are ``[B, 3 * 16, H, W]``
+        (pixel unshuffle x4), and so is the result."""
         zp, h, w = _pad_to(torch.cat([g_f, prev_f, sources], 1), 2)
         a = self.inp(zp)
         b = F.interpolate(self.down(a), size=a.shape[-2:], mode="bilinear", align_corners=False)
         o = self.out(self.up(torch.cat([a, b], 1)))[..., :h, :w]
         n = SCALE * SCALE  # the blend in the folded layout: channel c * 16 + sub-pixel, one weight per sub-pixel
-        weight = torch.sigmoid(o[:, :n]).repeat(1, 3, 1, 1)
-        return F.pixel_shuffle(torch.lerp(g_f, prev_f, weight) + o[:, n:], SCALE)
+        bsz, _, fh, fw = g_f.shape
+        weight = torch.sigmoid(o[:, :n]).unsqueeze(1)  # [B, 1, 16, H, W]: the same weight for the 3 colours
+        blend = torch.lerp(g_f.view(bsz, 3, n, fh, fw), prev_f.view(bsz, 3, n, fh, fw), weight)
+        return blend.view(bsz, 3 * n, fh, fw).add_(o[:, n:])
+
+
+def _upsample_taps(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The 3x3 taps ``[3 * 16, 1, 3, 3]`` that give bilinear x4 up-sampling (align_corners=False)
+    folded to the input resolution: sub-pixel ``s`` of pixel ``i`` lies at ``i + (2 s - 3) / 8``,
+    between pixel ``i`` and its neighbour on that side."""
+    near = torch.tensor([[3, 5, 0], [1, 7, 0], [0, 7, 1], [0, 5, 3]], dtype=torch.float64) / 8.0
+    taps = (near[:, None, :, None] * near[None, :, None, :]).reshape(SCALE * SCALE, 1, 3, 3)
+    return taps.repeat(3, 1, 1, 1).to(device, dtype)
+
+
+def folded_upsample(x: Tensor) -> Tensor:
+    """``pixel_unshuffle(interpolate(x, scale_factor=4, mode="bilinear"), 4)`` computed at the input
+    resolution (``[B, 3, H, W]`` -> ``[B, 48, H, W]``); the edges repeat, as PyTorch's clamp does."""
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), _upsample_taps(x.dtype, x.device), groups=3)
 
 
 def context_frames(frames: Tensor, t: int, history: Optional[Tensor] = None) -> Tensor:

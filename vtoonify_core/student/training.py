@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
@@ -41,15 +42,24 @@ def _check(teacher, frames: Tensor, steps: int, batch_size: int, refiner: bool, 
                                    f"or train without the refiner (refiner=False).")
 
 
+#: the learning rate rises linearly over this many first steps of a stage (at most a tenth of them)
+WARMUP_STEPS = 100
+#: gradients are scaled down to this norm at most (a rare bad batch cannot throw training off)
+MAX_GRAD_NORM = 1.0
+
+
 def _lr(step: int, total: int, lr: float) -> float:
-    """Cosine decay from ``lr`` to ``lr / 20`` over ``total`` steps."""
-    return lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1))))
+    """A linear warm-up over the first ``min(WARMUP_STEPS, total / 10)`` steps, then a cosine decay
+    from ``lr`` to ``lr / 20`` over ``total`` steps."""
+    warm = max(1, min(WARMUP_STEPS, total // 10))
+    cosine = 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    return lr * cosine * min(1.0, (step + 1) / warm)
 
 
 def train_student(teacher: Callable[[Tensor], Tensor], frames: Tensor, *, steps: int, seed: int = 0,
                   device: DeviceLike = "cpu", batch_size: int = 4, progress: Optional[Progress] = None,
                   check_interrupt: Optional[Callable[[], None]] = None, refiner: bool = True,
-                  config: Optional[StudentConfig] = None, lr: float = 3e-4, crop_size: int = 96,
+                  config: Optional[StudentConfig] = None, lr: float = 1e-3, crop_size: int = 96,
                   augment: float = 1.0, refiner_fraction: float = 0.25, vgg: Optional[PathLike] = None,
                   vgg_weight: float = 0.05, parser=None, flow=None, warp_weight: float = 1.0,
                   temporal_weight: float = 0.5, cache_memory: int = CACHE_MEMORY, cache_dir: Optional[str] = None,
@@ -74,8 +84,9 @@ def train_student(teacher: Callable[[Tensor], Tensor], frames: Tensor, *, steps:
             usable file.
         refiner: train the Stage-II refiner (needs at least 3 frames).
         config: the networks' sizes (default :class:`StudentConfig`: about 6M parameters).
-        lr: Adam learning rate (cosine decay to lr / 20 in each stage); 3e-4 suits the default size (1e-3
-            made the 6M network unstable in the bench), small configs (width 8) learn faster with 2e-3.
+        lr: Adam learning rate (a warm-up, then a cosine decay to lr / 20 in each stage; gradients
+            clipped to norm 1). 1e-3 suits the default size (bench: 2e-3 diverged at first); small
+            configs (width 8) learn faster with 2e-3.
         crop_size: training crops of at most this many input pixels a side (multiple of 8).
         augment: strength of flips, affine and colour jitter in Stage I (0 = off).
         vgg: a local torchvision VGG-16 checkpoint: adds a perceptual term (``vgg_weight``).
@@ -171,17 +182,30 @@ def _crop(x: Tensor, box: tuple[int, int, int, int], scale: int = 1) -> Tensor:
     return x[..., y0:y0 + h, x0:x0 + w]
 
 
+def _schedule(opt: torch.optim.Optimizer, steps: int, lr: float, check_interrupt) -> Iterator[int]:
+    """The head of each step of a stage: the interrupt check, then the step's learning rate."""
+    for step in range(steps):
+        if check_interrupt is not None:
+            check_interrupt()
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, steps, lr)
+        yield step
+
+
+def _update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]], MAX_GRAD_NORM)
+    opt.step()
+
+
 def _stage1(student: Student, cache: TeacherCache, frames: Tensor, steps: int, batch_size: int, crop: int,
             augment: float, lr: float, gen: torch.Generator, dev: torch.device, perceptual, vgg_weight: float,
             check_interrupt, tick) -> None:
     g = student.g.train()
     opt = torch.optim.Adam(g.parameters(), lr=lr, betas=(0.9, 0.99))
     t_all, _, h, w = frames.shape
-    for step in range(steps):
-        if check_interrupt is not None:
-            check_interrupt()
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, lr)
+    for _ in _schedule(opt, steps, lr, check_interrupt):
         idx = torch.randint(0, t_all, (batch_size,), generator=gen).tolist()
         box = random_box(h, w, crop, gen)
         x = _crop(frames[idx], box).to(dev, torch.float32)
@@ -190,9 +214,7 @@ def _stage1(student: Student, cache: TeacherCache, frames: Tensor, steps: int, b
         y = g(x)
         rec = reconstruction_loss(y, target)
         loss = rec if perceptual is None else rec + vgg_weight * perceptual(y, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _update(opt, loss)
         tick({"stage": 1, "loss": float(loss.detach()), "reconstruction": float(rec.detach())})
     g.eval()
 
@@ -203,32 +225,23 @@ def _stage2(student: Student, cache: TeacherCache, frames: Tensor, motion: Motio
     g, r = student.g.eval(), student.r.train()
     opt = torch.optim.Adam(r.parameters(), lr=lr, betas=(0.9, 0.99))
     t_all, _, h, w = frames.shape
-    for step in range(steps):
-        if check_interrupt is not None:
-            check_interrupt()
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, lr)
+    for _ in _schedule(opt, steps, lr, check_interrupt):
         t = torch.randint(CONTEXT, t_all, (batch_size,), generator=gen)
         box = random_box(h, w, crop, gen)
-
-        def src(k: int) -> Tensor:  # frames t - k of the batch (the clip's first frame repeats before it)
-            return _crop(frames[(t - k).clamp(min=0).tolist()], box).to(dev, torch.float32)
-
-        xs = [src(k) for k in range(CONTEXT + 2)]
-        with torch.no_grad():
-            g0, g1, g2 = (g(x) for x in xs[:3])
-        r1 = r(g1, g2, torch.cat(xs[1:4], 1))          # frame t-1 after a refined predecessor ~ G(x_{t-2})
-        r0 = r(g0, r1, torch.cat(xs[0:3], 1))          # frame t after the refined t-1
+        # frames t - k of the batch, k = 0 .. L + 1 (the clip's first frame repeats before it)
+        xs = [_crop(frames[(t - k).clamp(min=0).tolist()], box).to(dev, torch.float32) for k in range(CONTEXT + 2)]
+        with torch.no_grad():  # G is frozen; the refiner works in the folded layout, as when stylizing
+            g0, g1, g2 = (g.folded(x) for x in xs[:3])
+        r1 = r.folded(g1, g2, torch.cat(xs[1:4], 1))     # frame t-1 after a refined predecessor ~ G(x_{t-2})
+        r0 = r.folded(g0, r1, torch.cat(xs[0:3], 1))     # frame t after the refined t-1
+        r0, r1, g0 = (F.pixel_shuffle(v, SCALE) for v in (r0, r1, g0))
         y0 = _crop(cache.get(t.tolist(), dev), box, SCALE)
         y1 = _crop(cache.get((t - 1).tolist(), dev), box, SCALE)
         rec = reconstruction_loss(r0, y0) + reconstruction_loss(r1, y1)
         flow, valid, background = motion.at(t.tolist(), box, dev)
         l_warp, l_temp = warp_loss(r0, r1, g0, flow, valid, background)
         loss = rec + warp_weight * l_warp + temporal_weight * l_temp
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _update(opt, loss)
         tick({"stage": 2, "loss": float(loss.detach()), "reconstruction": float(rec.detach()),
-              "warp": float(l_warp.detach()),
-              "temporal": float(l_temp.detach())})
+              "warp": float(l_warp.detach()), "temporal": float(l_temp.detach())})
     r.eval()
