@@ -384,14 +384,14 @@ class StylizeVideoStudent:
             digest = _video_digest(student, source, bool(refine), int(frames_per_chunk), encode.resolve(".mp4"))
             name = f"{_safe_stem(stem)}_student_{digest}.mp4"
             wanted = set(preview_indices(info.frames, int(preview_frames)))
-            kept: dict[int, Any] = {}
-            live: dict[str, Any] = {"frame": None, "shown": 0.0}
+            kept: dict[int, Any] = {}  # the preview frames, by index, as they pass (uint8, before encoding)
+            live: dict[str, Any] = {"frame": None, "shown": 0.0, "last": None}
 
             def on_frames(index: int, frames) -> None:
                 for j in range(frames.shape[0]):
                     if index + j in wanted:
                         kept[index + j] = frames[j].copy()
-                kept["last"] = frames[-1]
+                live["last"] = frames[-1]
                 if time.monotonic() - live["shown"] >= PREVIEW_EVERY_S:
                     live["frame"] = frames[-1]
 
@@ -406,7 +406,8 @@ class StylizeVideoStudent:
                                            frames_per_chunk=int(frames_per_chunk), refine=bool(refine),
                                            encode=encode, progress=hooks.progress,
                                            check_interrupt=hooks.check_interrupt, on_frames=on_frames, info=info)
-            shown = [kept[i] for i in sorted(i for i in kept if i != "last")] or [kept["last"]]
+            # the source's frame count is counted by demuxing: should fewer frames decode, the last one stands in
+            shown = [kept[i] for i in sorted(kept)] or [live["last"]]
             previews = torch.from_numpy(np.stack(shown)).float().div_(255.0)
             ui = {"images": [{"filename": name, "subfolder": video_sources.TEMP_SUBFOLDER, "type": "temp"}],
                   "animated": (True,)}
