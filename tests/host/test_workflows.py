@@ -106,9 +106,15 @@ VTOONIFY_NODES = {
     "VToonifyStylizeVideo": (["vtoonify_model", "video", "style_degree", "batch_size", "crop_mode"],
                              ["style", "style_id", "color_transfer", "face_padding", "chunk_size", "crf",
                               "preview_frames", "faces"], ["VIDEO", "IMAGE"]),
+    "VToonifyTrainStudent": (["vtoonify_model", "style", "style_degree", "steps", "refiner", "frames_per_step",
+                              "crop_size", "seed", "filename_prefix"], ["images", "video", "video_start", "video_frames"],
+                             ["VTOONIFY_STUDENT", "STRING"]),
+    "VToonifyStylizeVideoStudent": (["vtoonify_student", "video", "frames_per_chunk", "refine"],
+                                    ["crf", "preview_frames"], ["VIDEO", "IMAGE"]),
 }
-OUTPUT_NODES = {"VToonifySaveModel", "VToonifyStylizeVideo"}
-PROGRESS_NODES = {"VToonifyFaceParse", "VToonifySmoothParsing", "VToonifyStylizeFrames", "VToonifyEditStyleByText"}
+OUTPUT_NODES = {"VToonifySaveModel", "VToonifyStylizeVideo", "VToonifyTrainStudent", "VToonifyStylizeVideoStudent"}
+PROGRESS_NODES = {"VToonifyFaceParse", "VToonifySmoothParsing", "VToonifyStylizeFrames", "VToonifyEditStyleByText",
+                  "VToonifyTrainStudent", "VToonifyStylizeVideoStudent"}
 #: inputs changed, by node type, when a workflow is run here (API and UI alike, so the UI run reuses the API
 #: run's results): the text edits take 2 Adam steps through a 32 px synthesis instead of the shipped 50 at 256,
 #: with no L2 pull (in 2 steps of the random CLIP it outweighs the CLIP gain, and the start code would be kept)
@@ -949,10 +955,14 @@ def test_stylize_video_from_frames_in_memory_cancelled_and_resumed(workflow_env,
 
 # ---------------------------------------------------------------------------------------------- the student template
 
+#: the frames of the example clip the student template learns from in these tests (video_frames, from frame 0)
+QUICK_FRAMES = 4
 #: widgets set to tiny values before a template runs in these tests (template -> node title -> widget -> value):
-#: the student template trains for 1000 steps as shipped, here for a few (about 20 s on 2 CPU cores)
+#: the student template trains for 1000 steps on up to 300 frames as shipped, here for a few steps on the first
+#: QUICK_FRAMES frames of the clip (about 20 s on 2 CPU cores)
 QUICK: dict[str, dict[str, dict]] = {
-    "vtoonify_student": {"Train VToonify Student": {"steps": 12, "frames_per_step": 2, "crop_size": 32}},
+    "vtoonify_student": {"Train VToonify Student": {"steps": 12, "frames_per_step": 2, "crop_size": 32,
+                                                    "video_frames": QUICK_FRAMES}},
 }
 
 QUICK_JS = r"""
@@ -984,38 +994,55 @@ def quicken_graph(page, name: str) -> None:
 
 
 def student_written(entry: dict, api: dict) -> str:
-    """The file Train VToonify Student wrote (as Load VToonify Student lists it), from the text it shows."""
+    """The file Train VToonify Student wrote (as Load VToonify Student lists it), from the text it shows;
+    the text also says it learnt from the first QUICK_FRAMES frames of the VIDEO."""
     (train,) = nodes_of(api, "VToonifyTrainStudent")
     (text,) = entry["outputs"][train]["text"]
     assert text.startswith(f"Saved {STUDENT_PREFIX}_") and " (12 steps, loss " in text, text
+    assert text.endswith(f"; learnt from frames 0-{QUICK_FRAMES - 1} of the video)."), text
     return text.split()[1]
 
 
 def check_student_outputs(server, entry: dict, api: dict) -> None:
-    """The student template: trained on the first frames, it stylized every frame of the clip (4x the
-    whole frame), and the video has the clip's frame count, frame rate, sound and duration."""
+    """The student template: trained on the first frames of the VIDEO (Load Video into Train's video
+    input), it stylized every frame of the clip, streamed (4x the whole frame), into a video with the
+    clip's frame count, frame rate, sound and duration; and the still portrait (Stylize Frames (Student))."""
     (saved,) = server.output_images(entry, node_by_title(api, "Save Video (mp4 with sound)"))
     assert saved["filename"].endswith(".mp4") and saved["type"] == "output", saved
     assert_clip_kept(video_facts(server.view(saved["filename"], saved["subfolder"])), (4 * SIZE, 4 * SIZE))
-    (first,) = nodes_of(api, "ImageFromBatch")
-    assert api[first]["inputs"]["length"] == STUDENT_FRAMES < CLIP_FRAMES  # trained on part of the clip only
+    (stylize,) = nodes_of(api, "VToonifyStylizeVideoStudent")
+    (shown,) = server.output_images(entry, stylize)  # the node's own preview: its MP4 in the temp folder
+    assert shown["type"] == "temp" and shown["subfolder"] == "vtoonify" and shown["filename"].endswith(".mp4")
+    assert_clip_kept(video_facts(server.view(shown["filename"], shown["subfolder"], "temp")), (4 * SIZE, 4 * SIZE))
+    (load,) = nodes_of(api, "LoadVideo")
+    (train,) = nodes_of(api, "VToonifyTrainStudent")
+    inputs = api[train]["inputs"]
+    assert inputs["video"] == [load, 0] and "images" not in inputs and api[stylize]["inputs"]["video"] == [load, 0]
+    assert inputs["video_start"] == 0 and inputs["video_frames"] == QUICK_FRAMES < CLIP_FRAMES  # part of the clip
     name = student_written(entry, api)
     assert (server.base / "models" / "vtoonify_students" / name).is_file(), name
+    (still,) = fetch_images(server, entry, node_by_title(api, "The portrait, by the student"))
+    assert_picture(still, (4 * SIZE, 4 * SIZE))
     # the muted Load VToonify Student names the first file Train writes with the template's prefix
     ui = load_ui("vtoonify_student")
     (loader,) = [n for n in ui["nodes"] if n["type"] == "VToonifyLoadStudent"]
     assert loader["mode"] == MUTED and loader["widgets_values"][0] == STUDENT_FILE
+    (shipped,) = [n for n in ui["nodes"] if n["type"] == "VToonifyTrainStudent"]
+    assert shipped["widgets_values"][-2:] == [0, STUDENT_FRAMES]  # video_start, video_frames as shipped
 
 
 def test_saved_student_loads_back_in_the_real_host(workflow_env, comfy_server):
     """The student template's saved student, loaded by Load VToonify Student (listed at once) and run by
-    Stylize Frames (Student), gives the frames the trained one gave, pixel for pixel; ComfyUI keeps the
-    trained student (Train is not run again while its inputs stay the same)."""
+    Stylize Frames (Student) on the clip's frames, gives the frames the trained one gave, pixel for pixel;
+    ComfyUI keeps the trained student (Train is not run again while its inputs stay the same)."""
     api = quick_settings("vtoonify_student", load_api("vtoonify_student"))
     (stylize,) = nodes_of(api, "VToonifyStylizeFramesStudent")
-    (components,) = nodes_of(api, "GetVideoComponents")
+    (load,) = nodes_of(api, "LoadVideo")
     (train,) = nodes_of(api, "VToonifyTrainStudent")
-    api["90"] = {"class_type": "SaveImage", "inputs": {"images": [stylize, 0], "filename_prefix": "student_trained"}}
+    api["88"] = {"class_type": "GetVideoComponents", "inputs": {"video": [load, 0]}}
+    api["89"] = {"class_type": "VToonifyStylizeFramesStudent",
+                 "inputs": {**api[stylize]["inputs"], "vtoonify_student": [train, 0], "images": ["88", 0]}}
+    api["90"] = {"class_type": "SaveImage", "inputs": {"images": ["89", 0], "filename_prefix": "student_trained"}}
     entry = comfy_server.run_prompt(copy.deepcopy(api), timeout=300)
     name = student_written(entry, api)
     trained = fetch_images(comfy_server, entry, "90")
@@ -1026,7 +1053,7 @@ def test_saved_student_loads_back_in_the_real_host(workflow_env, comfy_server):
     api["91"] = {"class_type": "VToonifyLoadStudent",
                  "inputs": {"student_name": name, "device": "auto", "precision": "fp32"}}
     api["92"] = {"class_type": "VToonifyStylizeFramesStudent",
-                 "inputs": {**api[stylize]["inputs"], "vtoonify_student": ["91", 0], "images": [components, 0]}}
+                 "inputs": {**api["89"]["inputs"], "vtoonify_student": ["91", 0]}}
     api["93"] = {"class_type": "SaveImage", "inputs": {"images": ["92", 0], "filename_prefix": "student_loaded"}}
     prompt_id = comfy_server.post_prompt(copy.deepcopy(api))
     entry = comfy_server.wait(prompt_id, timeout=300)

@@ -803,84 +803,88 @@ MERGE_STYLES = {
 
 #: Train VToonify Student's file name prefix in the student template (models/vtoonify_students/<prefix>_NNNNN)
 STUDENT_PREFIX = "student_example_clip"
-#: the frames of the clip the student template trains on (Get Image from Batch: the first STUDENT_FRAMES)
-STUDENT_FRAMES = 4
+#: the frames of the clip the student template trains on (Train VToonify Student's video_frames, from frame 0):
+#: "a few hundred" of a real clip; the 8-frame example gives all it has
+STUDENT_FRAMES = 300
 #: Load VToonify Student (muted) in the student template: the first file Train VToonify Student writes there
 STUDENT_FILE = f"{STUDENT_PREFIX}_00001.safetensors"
 MUTED = 2  # LiteGraph's LGraphEventMode.NEVER (Ctrl+M): left out of the prompt
 
 
 def _student_spec() -> dict:
-    """Train a student (issue 16) on the first frames of the example clip with VToonify as the teacher,
-    then stylize the whole clip with it; a muted Load VToonify Student for running a saved one later."""
+    """Train a student (issue 16) on the first frames of the example clip, read from the VIDEO, with
+    VToonify as the teacher, then stream the whole clip through it (Stylize Video (Student)) into Save
+    Video; Stylize Frames (Student) on a still; a muted Load VToonify Student for running a saved one later."""
     intro = (
         "## Train a fast student, stylize the whole clip\n\n"
-        "1. **Load Video** + **Get Video Components**: the clip's frames, sound and fps; **Get Image from "
-        f"Batch** keeps the first `length` frames (here {STUDENT_FRAMES} of the 8-frame example; give a few "
-        "hundred of a long clip).\n"
-        "2. **Extract Style Code** reads the face of the first frame (exemplar `style_id` 26).\n"
-        "3. **Train VToonify Student** stylizes those frames once with VToonify (the teacher) and trains a small "
-        "two-stage network to reproduce them: a U-Net (about 6M parameters) and a refiner that keeps consecutive "
-        "frames coherent. Its progress bar shows a preview with the loss; Cancel stops it and still keeps the "
-        "student trained so far. The student is written to `ComfyUI/models/vtoonify_students/"
-        f"{STUDENT_PREFIX}_NNNNN.safetensors`. `steps` 1000 suits the example; use 2000-5000 for a real clip.\n"
-        "4. **Stylize Frames (Student)** stylizes every frame of the clip, in order, many times faster than "
-        "Stylize Frames.\n"
-        "5. **Create Video** with the clip's `fps` and `audio`: every frame, the frame rate and the sound are "
-        "kept. " + VIDEO_SAVE_TEXT + "\n\n"
+        "1. **Load Video**: the clip, with its sound. Nothing loads it whole: the nodes below read it from its "
+        "file.\n"
+        "2. **Extract Style Code** reads the face of a still of the person (**Load Image**, the example portrait; "
+        "exemplar `style_id` 26).\n"
+        "3. **Train VToonify Student** learns from the first frames of the VIDEO (`video_start` 0, `video_frames` "
+        f"{STUDENT_FRAMES}: here all 8 of the example; give a few hundred of a long clip). It stylizes them once "
+        "with VToonify (the teacher) and trains a small two-stage network to reproduce them: a U-Net (about 6M "
+        "parameters) and a refiner that keeps consecutive frames coherent. Its progress bar shows a preview with "
+        "the loss; Cancel stops it and still keeps the student trained so far. The student is written to "
+        f"`ComfyUI/models/vtoonify_students/{STUDENT_PREFIX}_NNNNN.safetensors`. `steps` 1000 suits the example; "
+        "use 2000-5000 for a real clip.\n"
+        "4. **Stylize Video (Student)** streams the whole clip through the student, `frames_per_chunk` frames at a "
+        "time, many times faster than Stylize Video: memory stays flat however long the clip is, and every frame, "
+        "the frame rate and the sound are kept. " + VIDEO_SAVE_TEXT + "\n"
+        "5. **Stylize Frames (Student)** runs the student on IMAGE frames: here the still portrait, framed like "
+        "the clip.\n\n"
         "**Later, without training again**: unmute **Load VToonify Student** (select it, Ctrl+M), choose the "
-        "saved student and connect it to Stylize Frames (Student) in place of Train's output.\n\n"
+        "saved student and connect it to Stylize Video (Student) in place of Train's output.\n\n"
         "The frames are used whole (no face crop): the output is 4x the frame and the sides must be multiples "
-        "of 8; scale a large clip down first (e.g. Upscale Image By). A student only knows the framing and the "
-        "look of the frames it learnt: train it on the clip it will stylize.\n\n")
+        "of 8; scale a large clip down first (Get Video Components, Upscale Image By, Create Video). A student "
+        "only knows the framing and the look of the frames it learnt: train it on the clip it will stylize.\n\n")
     return {
         "nodes": {
-            "note": _note(intro + MODELS_TEXT, height=860),
+            "note": _note(intro + MODELS_TEXT, height=900),
             "video": _load_video(),
-            "components": {"type": "GetVideoComponents", "width": 300},
-            "first": {"type": "ImageFromBatch", "title": "First frames (to learn from)", "width": 300,
-                      "widgets": {"batch_index": 0, "length": STUDENT_FRAMES}},
+            "image": _load_image(EXAMPLE_IMAGE, "Load Image (the face, for the style)"),
             "loader": _loader(DEFAULT_CHECKPOINT),
             "extract": _extract(),
             "train": {"type": "VToonifyTrainStudent", "width": 320, "widgets": {
                 "style_degree": 0.5, "steps": 1000, "refiner": True, "frames_per_step": 4, "crop_size": 96, "seed": 0,
-                "control_after_generate": "fixed",
-                "filename_prefix": STUDENT_PREFIX}},
+                "control_after_generate": "fixed", "filename_prefix": STUDENT_PREFIX, "video_start": 0,
+                "video_frames": STUDENT_FRAMES}},
             "load_student": {"type": "VToonifyLoadStudent", "title": "Load VToonify Student (muted: Ctrl+M)",
                              "width": 320, "mode": MUTED, "widgets": {
                                  "student_name": STUDENT_FILE, "device": "auto", "precision": "auto"}},
-            "stylize": {"type": "VToonifyStylizeFramesStudent", "width": 300,
-                        "widgets": {"frames_per_chunk": 8, "refine": True}},
-            "create": {"type": "CreateVideo", "width": 300},
+            "stylize": {"type": "VToonifyStylizeVideoStudent", "width": 320, "widgets": {
+                "frames_per_chunk": 16, "refine": True, "crf": 18, "preview_frames": 4}},
             "save": _save_video("vtoonify/student_video", "Save Video (mp4 with sound)"),
+            "stylize_still": {"type": "VToonifyStylizeFramesStudent", "width": 300,
+                              "widgets": {"frames_per_chunk": 8, "refine": True}},
+            "still": {"type": "PreviewImage", "title": "The portrait, by the student", "width": 260, "height": 280},
         },
         "links": [
-            ("video", "VIDEO", "components", "video"),
-            ("components", "images", "first", "image"),
             ("loader", "vtoonify_model", "extract", "vtoonify_model"),
-            ("components", "images", "extract", "image"),
+            ("image", "IMAGE", "extract", "image"),
             ("loader", "vtoonify_model", "train", "vtoonify_model"),
             ("extract", "style", "train", "style"),
-            ("first", "IMAGE", "train", "images"),
+            ("video", "VIDEO", "train", "video"),
             ("train", "vtoonify_student", "stylize", "vtoonify_student"),
-            ("components", "images", "stylize", "images"),
-            ("stylize", "images", "create", "images"),
-            ("components", "fps", "create", "fps"),
-            ("components", "audio", "create", "audio"),
-            ("create", "VIDEO", "save", "video"),
+            ("video", "VIDEO", "stylize", "video"),
+            ("stylize", "video", "save", "video"),
+            ("train", "vtoonify_student", "stylize_still", "vtoonify_student"),
+            ("image", "IMAGE", "stylize_still", "images"),
+            ("stylize_still", "images", "still", "images"),
         ],
         "columns": [
             [{"group": None, "nodes": ["note"]}],
             # Load Video's player takes the node's height once the clip is loaded: nothing right below it
             [{"group": "1. Input video", "color": BLUE, "nodes": ["video"]},
              {"group": "Models", "color": BROWN, "nodes": ["loader"]}],
-            [{"group": "1. Frames, sound, fps; the first frames", "color": BLUE, "nodes": ["components", "first"]},
-             {"group": "2. Style code (first frame)", "color": PURPLE, "nodes": ["extract"]}],
+            [{"group": "2. Style code (a still of the face)", "color": PURPLE, "nodes": ["image", "extract"]}],
             # Train shows what it saved when it has run: nothing below it
             [{"group": "Later: a saved student", "color": CYAN, "nodes": ["load_student"]},
              {"group": "3. Train the student on the first frames", "color": PURPLE, "nodes": ["train"]}],
-            [{"group": "4. Stylize the whole clip", "color": GREEN, "nodes": ["stylize"]}],
-            [{"group": "5. Video with the clip's fps and sound", "color": YELLOW, "nodes": ["create", "save"]}],
+            # the node shows its video when it has run: nothing below it
+            [{"group": "4. Stylize the whole clip, streamed", "color": GREEN, "nodes": ["stylize"]}],
+            [{"group": "5. The portrait, by the student", "color": GREEN, "nodes": ["stylize_still", "still"]},
+             {"group": "Save the video", "color": YELLOW, "nodes": ["save"]}],
         ],
     }
 

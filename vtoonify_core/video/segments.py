@@ -314,3 +314,57 @@ def mux_job(job: VideoJob) -> Path:
         raise
     os.replace(tmp, dst)
     return dst
+
+
+def mux_source_audio(video_file: PathLike, source: PathLike, output: PathLike) -> Path:
+    """Write ``output``: the video stream of ``video_file`` and every audio stream of ``source``,
+    packets copied (not re-encoded) and interleaved by time, as :func:`mux_job` joins a job's
+    segments and audio. For a video encoded in one piece (e.g. by
+    :func:`~vtoonify_core.video.files.write_video`) from the frames of ``source``.
+
+    The output is written under a temporary name and renamed; when its container refuses a copied
+    audio track, the audio is re-encoded (:data:`AUDIO_FALLBACK`, AAC by default).
+
+    Raises:
+        VideoError: a file cannot be read or written.
+    """
+    av = _require_av()
+    dst = Path(output)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    ext = dst.suffix.lower()
+
+    def mux(transcode_audio: bool) -> None:
+        options = {"movflags": "+faststart"} if ext in (".mp4", ".m4v", ".mov") else {}
+        with av.open(str(source), "r") as inp, av.open(str(video_file), "r") as vid, \
+                av.open(str(tmp), "w", options=options) as out:
+            vin = vid.streams.video[0]
+            vout = out.add_stream_from_template(vin)
+            if vin.average_rate:
+                vout.codec_context.framerate = vin.average_rate  # the frame rate tag (e.g. Matroska's)
+
+            def video_packets() -> Iterator[Any]:
+                for p in vid.demux(vin):
+                    if p.size:
+                        p.stream = vout
+                        yield p
+
+            plan = _audio_plan(inp, out, ext, transcode_audio)
+            for p in heapq.merge(video_packets(), _audio_packets(inp, plan), key=_packet_time):
+                out.mux(p)
+
+    try:
+        try:
+            mux(transcode_audio=False)
+        except av.FFmpegError as exc:
+            logger.warning("VToonify: copying the audio into %s failed (%s); re-encoding it", dst, exc)
+            tmp.unlink(missing_ok=True)
+            mux(transcode_audio=True)
+    except av.FFmpegError as exc:
+        tmp.unlink(missing_ok=True)
+        raise VideoError(f"cannot write {dst}: {exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, dst)
+    return dst
