@@ -4,7 +4,7 @@
   stand-in weights of the official layout: the same compute as the release) at the same input
   size, batch, dtype and device; prints the ratio (goal >= 20x on the CPU; on CUDA the paper's
   0.011 s/frame at 256x256 is the anchor);
-* quality: PSNR / SSIM against the teacher on held-out frames: a student (default size, ~6M
+* quality: PSNR / SSIM against the teacher on held-out frames: a student (default size, 5.3M
   parameters) trained on the first frames of a clip of a real face (scikit-image's astronaut
   through a moving window) with the deterministic cartoon teacher, tested on the last frames;
 * temporal coherence: the project's warping error (DIS flow, occlusion-masked) of the student

@@ -110,6 +110,15 @@ def test_the_folded_layout_is_the_4x_output_folded(h, w):
     fold = torch.nn.functional.pixel_unshuffle
     with torch.no_grad():
         assert torch.allclose(fold(r(g, prev, src), 4), r.folded(fold(g, 4), fold(prev, 4), src), atol=1e-6)
+        # the refiner as written in the paper's terms: one network over the concatenated inputs
+        z = torch.nn.functional.pad(torch.cat([fold(g, 4), fold(prev, 4), src], 1), (0, w % 2, 0, h % 2),
+                                    mode="reflect" if h > 1 and w > 1 else "replicate")
+        a = r.inp(z)
+        b = torch.nn.functional.interpolate(r.down(a), size=a.shape[-2:], mode="bilinear", align_corners=False)
+        o = r.out(r.up(torch.cat([a, b], 1)))[..., :h, :w]
+        weight = torch.sigmoid(o[:, :16]).repeat(1, 3, 1, 1)
+        want = torch.lerp(fold(g, 4), fold(prev, 4), weight) + o[:, 16:]
+        assert torch.allclose(r.folded(fold(g, 4), fold(prev, 4), src), want, atol=1e-5)
 
 
 def test_interrupt_leaves_a_loadable_checkpoint(clip, tmp_path):

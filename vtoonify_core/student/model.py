@@ -106,7 +106,8 @@ class Student(nn.Module):
             for i in range(0, t_all, int(batch_size)):
                 if check_interrupt is not None:
                     check_interrupt()
-                x = frames[i:i + batch_size].to(dev, dt)
+                # channels-last: the convolutions' native layout (about 1.3x faster on the CPU here)
+                x = frames[i:i + batch_size].to(dev, dt).contiguous(memory_format=torch.channels_last)
                 g = self.g.folded(x)
                 if use_r:
                     for k in range(x.shape[0]):

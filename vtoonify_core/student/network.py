@@ -149,15 +149,26 @@ class Refiner(nn.Module):
     def folded(self, g_f: Tensor, prev_f: Tensor, sources: Tensor) -> Tensor:
         """:meth:`forward` in the folded layout: ``g_f`` and ``prev_f`` are ``[B, 3 * 16, H, W]``
         (pixel unshuffle x4), and so is the result."""
-        zp, h, w = _pad_to(torch.cat([g_f, prev_f, sources], 1), 2)
-        a = self.inp(zp)
-        b = F.interpolate(self.down(a), size=a.shape[-2:], mode="bilinear", align_corners=False)
-        o = self.out(self.up(torch.cat([a, b], 1)))[..., :h, :w]
+        # The first 1x1 convolution reads the three inputs in place of their concatenation (its
+        # weight split by input), and the padding to even sides follows it (a point-wise map and a
+        # reflect/replicate pad commute): no 105-channel copy per frame.
+        first, c = self.inp[0], g_f.shape[1]
+        wt = first.weight
+        a = F.conv2d(g_f, wt[:, :c]).add_(F.conv2d(prev_f, wt[:, c:2 * c])).add_(
+            F.conv2d(sources, wt[:, 2 * c:], first.bias))
+        a, h, w = _pad_to(F.leaky_relu(a, 0.2, inplace=True), 2)
+        a = self.inp[2:](a)
+        # likewise the 1x1 convolution after the skip: it commutes with the bilinear up-sampling,
+        # so the coarse branch is projected at its own resolution and then up-sampled
+        up, k = self.up[0], a.shape[1]
+        u = F.conv2d(a, up.weight[:, :k], up.bias).add_(F.interpolate(
+            F.conv2d(self.down(a), up.weight[:, k:]), size=a.shape[-2:], mode="bilinear", align_corners=False))
+        o = self.out(F.leaky_relu(u, 0.2, inplace=True))[..., :h, :w]
         n = SCALE * SCALE  # the blend in the folded layout: channel c * 16 + sub-pixel, one weight per sub-pixel
         bsz, _, fh, fw = g_f.shape
         weight = torch.sigmoid(o[:, :n]).unsqueeze(1)  # [B, 1, 16, H, W]: the same weight for the 3 colours
         blend = torch.lerp(g_f.view(bsz, 3, n, fh, fw), prev_f.view(bsz, 3, n, fh, fw), weight)
-        return blend.view(bsz, 3 * n, fh, fw).add_(o[:, n:])
+        return blend.reshape(bsz, 3 * n, fh, fw).add_(o[:, n:])
 
 
 def _upsample_taps(dtype: torch.dtype, device: torch.device) -> Tensor:

@@ -83,7 +83,7 @@ def train_student(teacher: Callable[[Tensor], Tensor], frames: Tensor, *, steps:
             student is written to ``checkpoint`` (when given), so an interrupted run leaves a
             usable file.
         refiner: train the Stage-II refiner (needs at least 3 frames).
-        config: the networks' sizes (default :class:`StudentConfig`: about 6M parameters).
+        config: the networks' sizes (default :class:`StudentConfig`: 5.3M parameters).
         lr: Adam learning rate (a warm-up, then a cosine decay to lr / 20 in each stage; gradients
             clipped to norm 1). 1e-3 suits the default size (bench: 2e-3 diverged at first); small
             configs (width 8) learn faster with 2e-3.
