@@ -11,7 +11,7 @@
   with and without the refiner against the teacher's raw output on the whole clip;
 * training cost: steps and seconds until Stage I reaches 28 dB on the held-out frames.
 
-Usage: ``python bench/bench_student.py [--device cpu] [--dtype fp32] [--size 256] [--batch 1] [--steps 1500]``
+Usage: ``python bench/bench_student.py [--device cpu] [--dtype fp32] [--size 256] [--batch 1 4] [--steps 1500]``
 Writes ``bench/results/student_<date>.json``.
 """
 from __future__ import annotations
@@ -38,6 +38,8 @@ from vtoonify_core.testing import standin  # noqa: E402
 from vtoonify_core.testing.cartoon import cartoon_teacher, face_clip  # noqa: E402
 from vtoonify_core.types import StyleCode  # noqa: E402
 
+#: frames of the clip timed in the speed test
+CLIP_FRAMES = 8
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -46,17 +48,21 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, dev: torch.device, repeat: int) -> float:
-    """Median wall time of ``fn()`` over ``repeat`` runs after one warm-up (seconds)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        _sync(dev)
-        t = time.perf_counter()
+def timed_rounds(fns: dict, dev: torch.device, repeat: int) -> dict:
+    """Median wall time of each ``fns[name]()`` (seconds) over ``repeat`` rounds after one warm-up
+    round; each round calls every function once, in turn, so slow spells of a shared machine fall
+    on all of them alike."""
+    times: dict = {name: [] for name in fns}
+    for fn in fns.values():
         fn()
-        _sync(dev)
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            _sync(dev)
+            t = time.perf_counter()
+            fn()
+            _sync(dev)
+            times[name].append(time.perf_counter() - t)
+    return {name: sorted(v)[len(v) // 2] for name, v in times.items()}
 
 
 def speed(size: int, batch: int, dtype: torch.dtype, dev: torch.device, repeat: int) -> dict:
@@ -66,12 +72,15 @@ def speed(size: int, batch: int, dtype: torch.dtype, dev: torch.device, repeat: 
         model = load_model(ckpt, None, parser, device=dev, dtype=dtype)
     style = StyleCode(torch.randn(1, 18, 512, generator=torch.Generator().manual_seed(0)) * 0.5, "dualstylegan")
     teacher = VToonifyTeacher(model, style, 0.5, batch_size=batch)
-    x = face_clip(batch, size).to(dev)
+    # a clip of 8 frames (or one batch) in chunks of ``batch``, as Stylize Frames (Student) runs a batch
+    # and the video paths a chunk: per-call costs (the heap scope, the refiner's first frame) count
+    n = max(batch, CLIP_FRAMES)
+    x = face_clip(n, size).to(dev)
     student = Student(StudentConfig()).to(dev, dtype).eval()
-    t_teacher = timed(lambda: teacher(x), dev, repeat) / batch
-    t_g = timed(lambda: student(x, batch_size=batch, refine=False), dev, repeat) / batch
-    t_gr = timed(lambda: student(x, batch_size=batch), dev, repeat) / batch
-    return {"size": size, "batch": batch, "dtype": str(dtype).replace("torch.", ""), "device": str(dev),
+    t = timed_rounds({"teacher": lambda: teacher(x), "g": lambda: student(x, batch_size=batch, refine=False),
+                      "g_r": lambda: student(x, batch_size=batch)}, dev, repeat)
+    t_teacher, t_g, t_gr = t["teacher"] / n, t["g"] / n, t["g_r"] / n
+    return {"size": size, "batch": batch, "frames": n, "dtype": str(dtype).replace("torch.", ""), "device": str(dev),
             "parameters_g": sum(p.numel() for p in student.g.parameters()),
             "parameters_r": sum(p.numel() for p in student.r.parameters()),
             "vtoonify_d_s_per_frame": t_teacher, "student_g_s_per_frame": t_g, "student_g_r_s_per_frame": t_gr,
@@ -127,8 +136,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
     ap.add_argument("--size", type=int, default=256, help="input size of the speed test (output 4x)")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch sizes of the speed test")
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--train-frames", type=int, default=32)
     ap.add_argument("--train-size", type=int, default=64)
@@ -137,16 +146,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="small sizes, a few steps (a smoke run)")
     args = ap.parse_args(argv)
     if args.quick:
+        args.batch = args.batch[:1]
         args.size, args.repeat, args.frames, args.train_frames, args.train_size, args.steps = 64, 1, 8, 6, 32, 20
     dev = torch.device(args.device)
     res = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor()
            or platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    res["speed"] = speed(args.size, args.batch, DTYPES[args.dtype], dev, args.repeat)
-    s = res["speed"]
-    print(f"speed {s['size']}x{s['size']} -> {4 * s['size']}, batch {s['batch']}, {s['dtype']}, {s['device']}: "
-          f"VToonify-D {s['vtoonify_d_s_per_frame']:.3f} s/frame, student G {s['student_g_s_per_frame']:.4f} "
-          f"({s['ratio_g']:.1f}x), G+R {s['student_g_r_s_per_frame']:.4f} ({s['ratio_g_r']:.1f}x); "
-          f"params G {s['parameters_g'] / 1e6:.2f}M R {s['parameters_r'] / 1e6:.3f}M", flush=True)
+    res["speed"] = []
+    for batch in args.batch:
+        res["speed"].append(s := speed(args.size, batch, DTYPES[args.dtype], dev, args.repeat))
+        print(f"speed {s['size']}x{s['size']} -> {4 * s['size']}, {s['frames']} frames in batches of {s['batch']}, "
+              f"{s['dtype']}, {s['device']}: "
+              f"VToonify-D {s['vtoonify_d_s_per_frame']:.3f} s/frame, student G {s['student_g_s_per_frame']:.4f} "
+              f"({s['ratio_g']:.1f}x), G+R {s['student_g_r_s_per_frame']:.4f} ({s['ratio_g_r']:.1f}x); "
+              f"params G {s['parameters_g'] / 1e6:.2f}M R {s['parameters_r'] / 1e6:.3f}M", flush=True)
     res["quality"] = q = quality(args.frames, args.train_frames, args.train_size, args.steps, dev, args.eval_every)
     w = q["warping_error"]
     print(f"quality ({q['clip']}, {q['steps']} steps, {q['train_seconds']:.0f} s): held-out PSNR G+R "
@@ -154,7 +166,7 @@ def main(argv=None) -> dict:
           f"seen frames {q['psnr_train_frames_g_r']:.2f} dB")
     print(f"warping error (DIS): teacher {w['teacher']:.5f}, student G+R {w['student_g_r']:.5f}, "
           f"G {w['student_g']:.5f}")
-    print(f"28 dB on held-out frames (Stage I): "
+    print("28 dB on held-out frames (Stage I): "
           + ("not reached" if q["steps_to_28db"] is None else
              f"step {q['steps_to_28db']}, {q['seconds_to_28db']:.0f} s")
           + f"; curve (step, dB, s): {q['curve_stage1_step_psnr_seconds']}")

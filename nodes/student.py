@@ -114,7 +114,7 @@ class TrainStudent:
     OUTPUT_TOOLTIPS = ("The trained student, for Stylize Frames (Student) or Stylize Video (Student).",
                        f"Its file in models/{FOLDER}, as Load VToonify Student lists it.")
     DESCRIPTION = ("Stylizes the frames once with VToonify (the teacher), then trains a small two-stage video network "
-                   "to reproduce them: a U-Net (about 6M parameters) and a refiner that keeps consecutive frames "
+                   "to reproduce them: a U-Net (5.3M parameters) and a refiner that keeps consecutive frames "
                    "coherent. Connect either images (IMAGE frames) or video (a VIDEO, e.g. Load Video: it learns "
                    f"from video_frames consecutive frames from video_start, {VIDEO_FRAMES} by default). Give a few "
                    "hundred consecutive frames of the clip (sides multiples of 8, e.g. the face crop); the student "

@@ -34,3 +34,14 @@ def test_bench_pipeline_quick_prints_every_stage_and_switch(tmp_path):
         if row["stage"].startswith("generator") and row["stage"] != "generator plain":
             assert row["speedup"] == pytest.approx(row["plain_seconds"] / row["seconds"])
     assert result["profiles"][0]["ops"], "empty profile"
+
+
+@pytest.mark.slow
+def test_bench_student_quick_prints_speed_ratios_quality_and_coherence():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_student.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    print(out)
+    assert "8 frames in batches of 1" in out and "VToonify-D" in out and "G+R" in out
+    assert "held-out PSNR G+R" in out and "warping error (DIS): teacher" in out and "28 dB on held-out" in out

@@ -352,8 +352,11 @@ def cmd_stylize_student(args: argparse.Namespace) -> int:
             bar.update(len(batch))
         yield from to_uint8_hwc(crop_padding(y, pad))
 
+    from .host_memory import reuse_host_memory
+
     try:
-        video.write_video(dst, frames_out(), info.rate)
+        with reuse_host_memory():  # one scope for the clip: the chunks reuse the same heap blocks
+            video.write_video(dst, frames_out(), info.rate)
     finally:
         _close(bar)
     print(f"wrote {dst} ({state['n']} frames, {float(info.rate):.3f} fps, no audio)")

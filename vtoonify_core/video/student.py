@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..host_memory import reuse_host_memory
 from ..types import MULTIPLE, PathLike, Progress
 from .encode import EncodeSettings
 from .files import VideoInfo, iter_frames, probe_video, write_video
@@ -153,8 +154,9 @@ def stylize_video_student(student: Any, source: PathLike, output: PathLike, *, f
     try:
         if progress is not None:
             progress(0, total)
-        write_video(video_only, stylized(), info.rate, codec=enc["codec"], pix_fmt=enc["pix_fmt"],
-                    options=enc["options"], full_range=info.full_range)
+        with reuse_host_memory():  # one scope for the clip: the chunks reuse the same heap blocks
+            write_video(video_only, stylized(), info.rate, codec=enc["codec"], pix_fmt=enc["pix_fmt"],
+                        options=enc["options"], full_range=info.full_range)
         if check_interrupt is not None:
             check_interrupt()
         mux_source_audio(video_only, source, output)
