@@ -123,4 +123,19 @@ def test_fp16(encoder, reference_io):
         half = StyleEncoder().to(torch.float16)
     half = half.to_empty(device="cpu")
     half.load_state_dict(encoder.state_dict())
-    _check_half(half.eval(), reference_io, torch.float16)
+    half.eval()
+    if torch.ops.mkldnn._is_mkldnn_fp16_supported():
+        _check_half(half, reference_io, torch.float16)
+        return
+    # without fp16 convolutions in oneDNN (no AVX512-FP16 / AMX-FP16) the whole forward takes about
+    # 4 minutes on 2 cores: check the fp16 weights and the first stages (input layer, first blocks)
+    # against fp32 instead; the whole fp16 forward is checked on CUDA (tests/test_gpu.py) and here
+    # on CPUs that have fp16
+    assert all(t.dtype == torch.float16 for t in half.state_dict().values() if t.is_floating_point())
+    x = reference_io["psp.input"]
+    stages = lambda e: torch.nn.Sequential(e.encoder.input_layer, *e.encoder.body[:3])  # noqa: E731
+    with torch.no_grad():
+        want, got = stages(encoder)(x), stages(half)(x.half())
+    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    rel = (got.float() - want).abs().max().item() / want.abs().max().item()
+    assert rel < HALF_TOL[torch.float16], f"fp16 first stages: relative error {rel:.2e}"

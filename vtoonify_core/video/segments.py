@@ -9,7 +9,7 @@ import logging
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -287,25 +287,33 @@ def mux_job(job: VideoJob) -> Path:
     Raises:
         VideoError: a chunk is not finished, or a file cannot be read or written.
     """
-    av = _require_av()
+    _require_av()
     missing = job.pending
     if missing:
         raise VideoError(f"cannot mux {job.output}: chunks {missing[:5]} are not finished")
-    dst = Path(job.output)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
     first = next((k for k, c in enumerate(job.chunks) if c.written), None)
     if first is None:
         raise VideoError(f"no frame was stylized for {job.output} (the source decoded to 0 frames)")
+    return _write_muxed(Path(job.output), lambda tmp, transcode: _mux(job, tmp, first, transcode_audio=transcode),
+                        retry_audio=bool(job.info.audio))
+
+
+def _write_muxed(dst: Path, mux: Callable[[Path, bool], None], retry_audio: bool = True) -> Path:
+    """Run ``mux(tmp, transcode_audio)`` into a temporary file beside ``dst`` and rename it to ``dst``:
+    when copying the audio packets fails, once more with the audio re-encoded (``retry_audio``);
+    on any failure the temporary file is removed and ``dst`` is left as it was."""
+    av = _require_av()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
     try:
         try:
-            _mux(job, tmp, first, transcode_audio=False)
+            mux(tmp, False)
         except av.FFmpegError as exc:
-            if not job.info.audio:
+            if not retry_audio:
                 raise
             logger.warning("VToonify: copying the audio into %s failed (%s); re-encoding it", dst, exc)
             tmp.unlink(missing_ok=True)
-            _mux(job, tmp, first, transcode_audio=True)
+            mux(tmp, True)
     except av.FFmpegError as exc:
         tmp.unlink(missing_ok=True)
         raise VideoError(f"cannot write {dst}: {exc}") from None
@@ -329,12 +337,9 @@ def mux_source_audio(video_file: PathLike, source: PathLike, output: PathLike) -
         VideoError: a file cannot be read or written.
     """
     av = _require_av()
-    dst = Path(output)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    ext = dst.suffix.lower()
+    ext = Path(output).suffix.lower()
 
-    def mux(transcode_audio: bool) -> None:
+    def mux(tmp: Path, transcode_audio: bool) -> None:
         options = {"movflags": "+faststart"} if ext in (".mp4", ".m4v", ".mov") else {}
         with av.open(str(source), "r") as inp, av.open(str(video_file), "r") as vid, \
                 av.open(str(tmp), "w", options=options) as out:
@@ -353,18 +358,4 @@ def mux_source_audio(video_file: PathLike, source: PathLike, output: PathLike) -
             for p in heapq.merge(video_packets(), _audio_packets(inp, plan), key=_packet_time):
                 out.mux(p)
 
-    try:
-        try:
-            mux(transcode_audio=False)
-        except av.FFmpegError as exc:
-            logger.warning("VToonify: copying the audio into %s failed (%s); re-encoding it", dst, exc)
-            tmp.unlink(missing_ok=True)
-            mux(transcode_audio=True)
-    except av.FFmpegError as exc:
-        tmp.unlink(missing_ok=True)
-        raise VideoError(f"cannot write {dst}: {exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, dst)
-    return dst
+    return _write_muxed(Path(output), mux)
