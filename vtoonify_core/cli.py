@@ -335,13 +335,7 @@ def cmd_stylize_student(args: argparse.Namespace) -> int:
     state = {"s": None, "n": 0}
 
     def frames_out():
-        batch = []
-        for _, frame in video.iter_frames(src):
-            batch.append(frame)
-            if len(batch) == chunk:
-                yield from run(batch)
-                batch = []
-        if batch:
+        for batch in video.files.iter_frame_chunks(src, chunk):
             yield from run(batch)
 
     def run(batch):

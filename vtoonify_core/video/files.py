@@ -310,6 +310,19 @@ def iter_frames(path: PathLike, start: int = 0, start_pts: Optional[int] = None,
             container.close()
 
 
+def iter_frame_chunks(path: PathLike, size: int) -> Iterator[list[np.ndarray]]:
+    """The frames of a video as lists of ``size`` consecutive ``(H, W, 3)`` uint8 RGB frames (the
+    last list may be shorter), decoded one at a time."""
+    chunk: list[np.ndarray] = []
+    for _, rgb in iter_frames(path):
+        chunk.append(rgb)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 class _SeekMissed(Exception):
     """The seek landed after the wanted frame: decode from the start instead."""
 

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..host_memory import reuse_host_memory
 from ..types import MULTIPLE, PathLike, Progress
 from .encode import EncodeSettings
-from .files import VideoInfo, iter_frames, probe_video, write_video
+from .files import VideoInfo, iter_frame_chunks, iter_frames, probe_video, write_video
 from .segments import mux_source_audio, to_uint8_hwc
 
 logger = logging.getLogger("vtoonify")
@@ -141,13 +141,7 @@ def stylize_video_student(student: Any, source: PathLike, output: PathLike, *, f
             done += out.shape[0]
             return out
 
-        batch: list[np.ndarray] = []
-        for _, rgb in iter_frames(source):
-            batch.append(rgb)
-            if len(batch) == chunk:
-                yield from run(batch)
-                batch = []
-        if batch:
+        for batch in iter_frame_chunks(source, chunk):
             yield from run(batch)
 
     video_only = output.with_name(f".{output.stem}.video{output.suffix}")
