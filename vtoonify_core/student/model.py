@@ -44,6 +44,11 @@ def check_student_frames(frames: Tensor, input_name: str = "frames") -> None:
                                      f"crop or pad the frames (e.g. to {w - w % MULTIPLE}x{h - h % MULTIPLE}).")
 
 
+def _unfold(folded: Tensor) -> Tensor:
+    """Folded frames ``[B, 48, H, W]`` -> output frames ``[B, 3, 4H, 4W]``, float32 in [-1, 1]."""
+    return F.pixel_shuffle(folded, SCALE).float().clamp_(-1.0, 1.0)
+
+
 class Student(nn.Module):
     """``student(frames) -> [T, 3, 4H, 4W]`` in [-1, 1]: ``G`` on every frame, then the refiner in order.
 
@@ -113,11 +118,11 @@ class Student(nn.Module):
                     for k in range(x.shape[0]):
                         prev = g[k:k + 1] if state.prev is None else state.prev
                         state.prev = y = self.r.folded(g[k:k + 1], prev, context_frames(x, k, state.history))
-                        out[i + k:i + k + 1] = F.pixel_shuffle(y, SCALE).float().clamp_(-1.0, 1.0).to(out_dev)
+                        out[i + k:i + k + 1] = _unfold(y)
                     hist = x if state.history is None else torch.cat([state.history, x], 0)
                     state.history = hist[-CONTEXT:]
                 else:
-                    out[i:i + x.shape[0]] = F.pixel_shuffle(g, SCALE).float().clamp_(-1.0, 1.0).to(out_dev)
+                    out[i:i + x.shape[0]] = _unfold(g)
                 if progress is not None:
                     progress(min(i + x.shape[0], t_all), t_all)
         return out, state

@@ -263,19 +263,31 @@ def _audio_packets(inp, plan) -> Iterator[Any]:
                 yield q
 
 
+def _mux_with_audio(tmp: Path, ext: str, source: PathLike, template: Any, rate: Any,
+                    video_packets: Callable[[Any], Iterator[Any]], transcode_audio: bool,
+                    time_base: Any = None) -> None:
+    """Write ``tmp``: a video stream made from ``template`` (a stream whose codec is copied) fed by
+    ``video_packets(out_stream)``, and the audio streams of ``source`` (:func:`_audio_plan`), the
+    packets interleaved by time. ``rate`` (unless ``None``) sets the frame rate tag (e.g. Matroska's
+    default duration)."""
+    av = _require_av()
+    options = {"movflags": "+faststart"} if ext in (".mp4", ".m4v", ".mov") else {}
+    with av.open(str(source), "r") as inp, av.open(str(tmp), "w", options=options) as out:
+        vstream = out.add_stream_from_template(template)
+        if time_base is not None:
+            vstream.time_base = time_base
+        if rate is not None:
+            vstream.codec_context.framerate = rate
+        plan = _audio_plan(inp, out, ext, transcode_audio)
+        for p in heapq.merge(video_packets(vstream), _audio_packets(inp, plan), key=_packet_time):
+            out.mux(p)
+
+
 def _mux(job: VideoJob, tmp: Path, first: int, transcode_audio: bool) -> None:
     av = _require_av()
-    ext = Path(job.output).suffix.lower()
-    with av.open(job.source, "r") as inp:
-        options = {"movflags": "+faststart"} if ext in (".mp4", ".m4v", ".mov") else {}
-        with av.open(str(tmp), "w", options=options) as out:
-            with av.open(str(job.segment_path(first)), "r") as seg:
-                vstream = out.add_stream_from_template(seg.streams.video[0])
-            vstream.time_base = job.info.time_base
-            vstream.codec_context.framerate = job.info.rate  # the frame rate tag (e.g. Matroska's default duration)
-            plan = _audio_plan(inp, out, ext, transcode_audio)
-            for p in heapq.merge(_video_packets(job, vstream), _audio_packets(inp, plan), key=_packet_time):
-                out.mux(p)
+    with av.open(str(job.segment_path(first)), "r") as seg:  # the segments share one codec setup
+        _mux_with_audio(tmp, Path(job.output).suffix.lower(), job.source, seg.streams.video[0], job.info.rate,
+                        lambda vstream: _video_packets(job, vstream), transcode_audio, job.info.time_base)
 
 
 def mux_job(job: VideoJob) -> Path:
@@ -340,22 +352,15 @@ def mux_source_audio(video_file: PathLike, source: PathLike, output: PathLike) -
     ext = Path(output).suffix.lower()
 
     def mux(tmp: Path, transcode_audio: bool) -> None:
-        options = {"movflags": "+faststart"} if ext in (".mp4", ".m4v", ".mov") else {}
-        with av.open(str(source), "r") as inp, av.open(str(video_file), "r") as vid, \
-                av.open(str(tmp), "w", options=options) as out:
+        with av.open(str(video_file), "r") as vid:
             vin = vid.streams.video[0]
-            vout = out.add_stream_from_template(vin)
-            if vin.average_rate:
-                vout.codec_context.framerate = vin.average_rate  # the frame rate tag (e.g. Matroska's)
 
-            def video_packets() -> Iterator[Any]:
+            def video_packets(vout: Any) -> Iterator[Any]:
                 for p in vid.demux(vin):
                     if p.size:
                         p.stream = vout
                         yield p
 
-            plan = _audio_plan(inp, out, ext, transcode_audio)
-            for p in heapq.merge(video_packets(), _audio_packets(inp, plan), key=_packet_time):
-                out.mux(p)
+            _mux_with_audio(tmp, ext, source, vin, vin.average_rate or None, video_packets, transcode_audio)
 
     return _write_muxed(Path(output), mux)
